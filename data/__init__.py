@@ -1,0 +1,1 @@
+"""Data layer: dataset facts (``specs``), motion representation, loaders, SynthML, configs."""

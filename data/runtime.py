@@ -1,0 +1,97 @@
+"""Run-time helpers shared by every entry script: seeding, ranks, logging, run folders."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+logger = logging.getLogger(__name__)
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from the torchrun environment; (0, 1, 0) otherwise."""
+    rank = int(os.environ.get("RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    return rank, world, local
+
+
+def is_main_process() -> bool:
+    return dist_env()[0] == 0
+
+
+def set_seed(seed: int, *, per_rank: bool = False, deterministic: bool = False) -> int:
+    """Seed python, numpy and torch (and CUDA). With ``per_rank`` the seed is ``seed + rank``.
+
+    Returns the seed actually used.
+    """
+    import torch
+
+    if per_rank:
+        seed = seed + dist_env()[0]
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return seed
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Configure root logging once; ranks other than 0 only emit warnings."""
+    rank = dist_env()[0]
+    logging.basicConfig(
+        level=level if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s" if dist_env()[1] > 1
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def git_commit() -> str:
+    """Current git commit of the repository, or ``unknown``."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def prepare_run_dir(output_dir: str | Path, config: dict[str, Any], seed: int) -> Path:
+    """Create ``output_dir`` and write the resolved ``config.yaml`` and ``run_info.json`` (rank 0)."""
+    out = Path(output_dir)
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        info = {"seed": seed, "git_commit": git_commit(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        (out / "run_info.json").write_text(json.dumps(info, indent=2))
+    return out
+
+
+class MetricsLogger:
+    """Append-only JSON-lines metrics file (rank 0 writes; others are no-ops)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.enabled = is_main_process()
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, **values: Any) -> None:
+        if self.enabled:
+            with self.path.open("a") as fh:
+                fh.write(json.dumps(values, default=float) + "\n")

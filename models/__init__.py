@@ -1,0 +1,1 @@
+"""Model definitions: VQ-VAE motion tokenizer, Guo evaluator, motion LLM."""

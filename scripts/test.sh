@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up the environment (idempotent) and run the test suite on CPU.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" MPLBACKEND=Agg
+exec .venv/bin/python -m pytest "$@"
