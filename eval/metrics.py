@@ -1,0 +1,467 @@
+"""Text-motion evaluation metrics (Guo et al. protocol) as pure numpy functions.
+
+Every function takes numpy arrays (or array-likes) and returns numbers: no I/O, no printing, no
+global state. Sampling takes an explicit ``seed`` and uses ``np.random.default_rng(seed)``.
+All arithmetic is float64 (the evaluator emits float32; casting up only removes rounding noise).
+
+Notation (spec ``motion-vq-evaluation.md`` section 6): ``E_t`` text embeddings and ``E_m`` motion
+embeddings, ``(N, D)`` with ``D = 512``, row ``i`` of each belonging to sample ``i``.
+
+Protocol reminders (spec section 6, pitfalls 5, 7, 13, 14, 16):
+
+- R-precision and matching score are computed on batches of exactly 32 pairs; the other 31
+  motions of a batch are the distractors, so the number depends on the batch size (pitfall 7).
+  :func:`text_motion_scores_batched` scores consecutive chunks of ``batch_size`` rows in one
+  vectorised pass and drops a final partial chunk (like ``drop_last=True`` / IRG's chunking).
+- FID: ``||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))``; :func:`frechet_distance` is the
+  published ``scipy.linalg.sqrtm`` computation, :func:`frechet_reference` +
+  :func:`frechet_distance_to_reference` the equal-valued fast path for a fixed reference set.
+- Diversity: 300 random pairs; raises when there are not more than 300 samples (pitfall 14).
+- Multimodality: 10 pairs among the R generations of each text (pitfall 16: it is expensive,
+  report how many replications it used).
+- Report ``mean ± 1.96 * std(ddof=0) / sqrt(n)`` over the replications with :func:`mean_ci95`
+  (pitfall 13: not the plain std).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+logger = logging.getLogger(__name__)
+
+# Relative size of a negative eigenvalue (vs the largest) above which a "covariance" is rejected
+# as not positive semi-definite; rounding in a genuine N-1 covariance stays around 1e-13.
+_PSD_TOLERANCE = 1e-8
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _as_float_array(x: object, name: str, ndim: int, what: str) -> np.ndarray:
+    """``x`` as a finite float64 array with ``ndim`` dims, else ValueError naming ``name``."""
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != ndim:
+        raise ValueError(f"{name}: expected {what} ({ndim} dims), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name}: empty array of shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        bad = int(arr.size - np.isfinite(arr).sum())
+        raise ValueError(
+            f"{name}: {bad} non-finite value(s) (NaN/inf) in array of shape {arr.shape}; "
+            "check the evaluator inputs (e.g. NaN motions or zero-length sequences)"
+        )
+    return arr
+
+
+def _check_pair(text_emb: object, motion_emb: object) -> tuple[np.ndarray, np.ndarray]:
+    """Validate aligned ``(N, D)`` text and motion embeddings."""
+    t = _as_float_array(text_emb, "text_emb", 2, "(N, D) embeddings")
+    m = _as_float_array(motion_emb, "motion_emb", 2, "(N, D) embeddings")
+    if t.shape != m.shape:
+        raise ValueError(
+            f"text_emb {t.shape} and motion_emb {m.shape} must have the same shape (rows are aligned pairs)"
+        )
+    return t, m
+
+
+def _check_top_k(top_k: int, batch: int) -> None:
+    if not 1 <= top_k <= batch:
+        raise ValueError(f"top_k={top_k} must be in [1, {batch}] (the number of candidates per text)")
+
+
+def _check_stats(mu: object, sigma: object, suffix: str) -> tuple[np.ndarray, np.ndarray]:
+    mu_a = _as_float_array(mu, f"mu{suffix}", 1, "(D,) mean")
+    sigma_a = _as_float_array(sigma, f"sigma{suffix}", 2, "(D, D) covariance")
+    if sigma_a.shape != (mu_a.shape[0], mu_a.shape[0]):
+        raise ValueError(
+            f"sigma{suffix} has shape {sigma_a.shape}; expected {(mu_a.shape[0],) * 2} to match mu{suffix}"
+        )
+    return mu_a, sigma_a
+
+
+# --------------------------------------------------------------------------- distances, R-precision
+
+
+def euclidean_distance_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise Euclidean distances in the reference's expanded form.
+
+    ``dist[i, j] = sqrt(max(||a_i||^2 + ||b_j||^2 - 2 a_i . b_j, 0))``; the clamp at 0 removes the
+    tiny negative values that rounding gives for (nearly) identical vectors, which would be NaN.
+
+    Args:
+        a: ``(N, D)`` embeddings (rows = texts in R-precision).
+        b: ``(M, D)`` embeddings.
+
+    Returns:
+        ``(N, M)`` float64 distances.
+    """
+    a = _as_float_array(a, "a", 2, "(N, D) embeddings")
+    b = _as_float_array(b, "b", 2, "(M, D) embeddings")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"a {a.shape} and b {b.shape} must have the same embedding size D")
+    d2 = np.einsum("nd,nd->n", a, a)[:, None] + np.einsum("md,md->m", b, b)[None, :] - 2.0 * (a @ b.T)
+    return np.sqrt(np.maximum(d2, 0.0))
+
+
+def _own_rank(dist: np.ndarray) -> np.ndarray:
+    """Position of the matched column ``i`` in row ``i`` of ``dist`` sorted ascending.
+
+    Args:
+        dist: ``(..., B, B)`` distances, rows = texts, the diagonal = matched pairs.
+
+    Returns:
+        ``(..., B)`` int ranks, 0 = nearest.
+
+    ``rank_i = #{j : d_ij < d_ii} + #{j < i : d_ij == d_ii}``, exactly the position of column i in
+    ``np.argsort(row, kind="stable")`` (ties broken by column index). The reference uses the
+    default unstable argsort, whose order among exactly equal distances is unspecified; equal
+    distances need duplicate embeddings, so without ties both give the same hits.
+    """
+    batch = dist.shape[-1]
+    own = np.diagonal(dist, axis1=-2, axis2=-1)[..., None]  # (..., B, 1)
+    before = np.tril(np.ones((batch, batch), dtype=bool), k=-1)  # before[i, j] = j < i
+    return (dist < own).sum(axis=-1) + ((dist == own) & before).sum(axis=-1)
+
+
+def _cumulative_hits(rank: np.ndarray, top_k: int) -> np.ndarray:
+    """``(top_k,)`` counts of ranks ``< k`` for k = 1..top_k (cumulative top-k hits)."""
+    return (rank.reshape(-1, 1) < np.arange(1, top_k + 1)).sum(axis=0)
+
+
+def r_precision(text_emb: np.ndarray, motion_emb: np.ndarray, top_k: int = 3) -> np.ndarray:
+    """R-precision of ONE batch: fraction of texts whose own motion is among the k nearest.
+
+    ``dist = euclidean_distance_matrix(E_t, E_m)`` (rows = texts); text i is a top-k hit when column
+    i is among the k smallest of row i (see :func:`_own_rank` for ties). The protocol uses batches
+    of 32 (the 31 other motions are the distractors); use :func:`r_precision_batched` for a split.
+
+    Args:
+        text_emb: ``(B, D)``.
+        motion_emb: ``(B, D)``, row i paired with text i.
+        top_k: largest k (the protocol reports k = 1, 2, 3).
+
+    Returns:
+        ``(top_k,)`` float array, entry k-1 = (number of top-k hits) / B, non-decreasing.
+    """
+    t, m = _check_pair(text_emb, motion_emb)
+    _check_top_k(top_k, t.shape[0])
+    rank = _own_rank(euclidean_distance_matrix(t, m))
+    return _cumulative_hits(rank, top_k) / t.shape[0]
+
+
+def matching_score(text_emb: np.ndarray, motion_emb: np.ndarray) -> float:
+    """Matching score / MM-Dist: mean distance between each text and its own motion.
+
+    ``MM-Dist = (1/N) sum_i ||E_t[i] - E_m[i]|| = trace(dist) / N``.
+
+    Args:
+        text_emb: ``(N, D)``.
+        motion_emb: ``(N, D)``, aligned rows.
+    """
+    t, m = _check_pair(text_emb, motion_emb)
+    return float(np.linalg.norm(t - m, axis=1).mean())
+
+
+def text_motion_scores_batched(
+    text_emb: np.ndarray, motion_emb: np.ndarray, batch_size: int = 32, top_k: int = 3
+) -> tuple[np.ndarray, float]:
+    """R-precision and matching score over consecutive batches, in one vectorised pass.
+
+    Rows ``[b*B, (b+1)*B)`` form batch ``b`` (``B = batch_size``); a final partial batch of
+    ``N mod B`` rows is dropped (the loader's ``drop_last=True``; IRG's chunking), so only
+    ``n = (N // B) * B`` samples are scored and both metrics are divided by ``n``:
+
+    - ``R@k = sum_batches #{i : rank_i < k} / n`` for k = 1..top_k, rank as in :func:`_own_rank`
+      (equal to the argsort position when a row has no exact ties);
+    - ``MM-Dist = sum_batches trace(dist_b) / n``.
+
+    Equal to looping :func:`r_precision` / :func:`matching_score` over the batches and averaging
+    with weights ``B / n``. Shuffle the rows beforehand (pairs aligned) to get the protocol's random
+    batch composition.
+
+    Args:
+        text_emb: ``(N, D)``.
+        motion_emb: ``(N, D)``, aligned rows.
+        batch_size: candidates per text (the protocol's 32).
+        top_k: largest k.
+
+    Returns:
+        (``(top_k,)`` R-precision, matching score).
+
+    Raises:
+        ValueError: shape mismatch, non-finite values, ``N < batch_size`` or a bad ``top_k``.
+    """
+    t, m = _check_pair(text_emb, motion_emb)
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    n_total, dim = t.shape
+    if n_total < batch_size:
+        raise ValueError(
+            f"only {n_total} samples for batch_size={batch_size}: R-precision needs at least one full batch "
+            "(it is defined for exactly batch_size candidates per text)"
+        )
+    _check_top_k(top_k, batch_size)
+    nb = n_total // batch_size
+    n = nb * batch_size
+    tb = t[:n].reshape(nb, batch_size, dim)
+    mb = m[:n].reshape(nb, batch_size, dim)
+    d2 = (
+        np.einsum("nbd,nbd->nb", tb, tb)[:, :, None]
+        + np.einsum("nbd,nbd->nb", mb, mb)[:, None, :]
+        - 2.0 * np.matmul(tb, mb.transpose(0, 2, 1))
+    )  # (nb, B, B)
+    dist = np.sqrt(np.maximum(d2, 0.0))
+    hits = _cumulative_hits(_own_rank(dist), top_k)
+    mm_dist = float(np.trace(dist, axis1=1, axis2=2).sum() / n)
+    return hits / n, mm_dist
+
+
+def r_precision_batched(
+    text_emb: np.ndarray, motion_emb: np.ndarray, batch_size: int = 32, top_k: int = 3
+) -> np.ndarray:
+    """``(top_k,)`` R-precision over consecutive batches; see :func:`text_motion_scores_batched`."""
+    return text_motion_scores_batched(text_emb, motion_emb, batch_size=batch_size, top_k=top_k)[0]
+
+
+def matching_score_batched(text_emb: np.ndarray, motion_emb: np.ndarray, batch_size: int = 32) -> float:
+    """Matching score over consecutive batches (partial batch dropped); see :func:`text_motion_scores_batched`."""
+    return text_motion_scores_batched(text_emb, motion_emb, batch_size=batch_size, top_k=1)[1]
+
+
+# --------------------------------------------------------------------------- FID
+
+
+def activation_statistics(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased covariance of embeddings (``np.cov(emb, rowvar=False)`` semantics).
+
+    ``mu = (1/N) sum_i x_i``, ``sigma = (X - mu)^T (X - mu) / (N - 1)``.
+
+    Args:
+        emb: ``(N, D)`` with ``N >= 2``.
+
+    Returns:
+        ``mu (D,)``, ``sigma (D, D)`` (exactly symmetric).
+    """
+    x = _as_float_array(emb, "emb", 2, "(N, D) embeddings")
+    if x.shape[0] < 2:
+        raise ValueError(f"emb: need at least 2 samples for a covariance, got {x.shape[0]}")
+    mu = x.mean(axis=0)
+    xc = x - mu
+    # xc.T @ xc goes to BLAS syrk (half the work of np.cov's gemm) and returns a symmetric matrix.
+    sigma = (xc.T @ xc) / (x.shape[0] - 1)
+    return mu, sigma
+
+
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
+    """Fréchet distance between two Gaussians, computed the published way (``scipy.linalg.sqrtm``).
+
+    ``FID = ||mu1 - mu2||^2 + Tr(sigma1) + Tr(sigma2) - 2 Tr sqrtm(sigma1 @ sigma2)``.
+
+    If ``sqrtm`` is not finite (near-singular product) it is retried with ``eps * I`` added to both
+    covariances. A complex result whose diagonal has an imaginary part above 1e-3 raises;
+    otherwise the real part is kept. For many comparisons against one fixed reference use the
+    equal-valued and faster :func:`frechet_reference` + :func:`frechet_distance_to_reference`.
+
+    Args:
+        mu1, mu2: ``(D,)`` means.
+        sigma1, sigma2: ``(D, D)`` covariances.
+        eps: diagonal offset of the retry.
+
+    Raises:
+        ValueError: shapes, non-finite inputs, or a significant imaginary component.
+    """
+    mu1, sigma1 = _check_stats(mu1, sigma1, "1")
+    mu2, sigma2 = _check_stats(mu2, sigma2, "2")
+    if mu1.shape != mu2.shape:
+        raise ValueError(f"mu1 {mu1.shape} and mu2 {mu2.shape} must have the same dimension")
+    diff = mu1 - mu2
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        logger.warning("FID: sqrtm(sigma1 sigma2) is not finite; retrying with %g * I added to both", eps)
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        imag = float(np.max(np.abs(np.diagonal(covmean).imag)))
+        if imag > 1e-3:
+            raise ValueError(f"FID: sqrtm(sigma1 sigma2) has an imaginary diagonal component of {imag:.3g}")
+        covmean = covmean.real
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+
+
+@dataclass(frozen=True)
+class FrechetReference:
+    """Precomputed Gaussian statistics of a fixed reference set (e.g. real-motion embeddings).
+
+    Attributes:
+        mu: ``(D,)`` mean.
+        sigma: ``(D, D)`` covariance.
+        factor: ``(D, D)`` matrix ``F`` with ``F F^T = sigma`` (``F = V diag(sqrt(w))`` from the
+            eigendecomposition ``sigma = V diag(w) V^T``, eigenvalues clipped at 0).
+        trace: ``Tr(sigma)``.
+    """
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    factor: np.ndarray
+    trace: float
+
+
+def _check_psd_eigenvalues(w: np.ndarray, name: str) -> np.ndarray:
+    """Clip rounding-level negative eigenvalues at 0; raise on clearly negative ones."""
+    scale = max(float(np.max(np.abs(w))), np.finfo(np.float64).tiny)
+    if float(w.min()) < -_PSD_TOLERANCE * scale:
+        raise ValueError(
+            f"{name} is not positive semi-definite (eigenvalue {w.min():.3g}, largest {scale:.3g}); "
+            "pass a covariance from activation_statistics"
+        )
+    return np.maximum(w, 0.0)
+
+
+def _check_symmetric(sigma: np.ndarray, name: str) -> None:
+    scale = max(float(np.max(np.abs(sigma))), np.finfo(np.float64).tiny)
+    if not np.allclose(sigma, sigma.T, rtol=0.0, atol=1e-10 * scale):
+        raise ValueError(f"{name} is not symmetric; pass a covariance from activation_statistics")
+
+
+def frechet_reference(mu: np.ndarray, sigma: np.ndarray) -> FrechetReference:
+    """Precompute a reference set's statistics for :func:`frechet_distance_to_reference`.
+
+    Costs one symmetric eigendecomposition; do it once per reference set (e.g. once for cached
+    real-motion embeddings rather than once per replication).
+
+    Args:
+        mu: ``(D,)`` mean.
+        sigma: ``(D, D)`` symmetric PSD covariance.
+    """
+    mu, sigma = _check_stats(mu, sigma, "")
+    _check_symmetric(sigma, "sigma")
+    w, v = np.linalg.eigh(sigma)
+    w = _check_psd_eigenvalues(w, "sigma")
+    return FrechetReference(mu=mu, sigma=sigma, factor=v * np.sqrt(w), trace=float(np.trace(sigma)))
+
+
+def frechet_distance_to_reference(ref: FrechetReference, mu: np.ndarray, sigma: np.ndarray) -> float:
+    """Fréchet distance of ``(mu, sigma)`` to a precomputed reference, via one ``eigvalsh``.
+
+    ``FID = ||mu_r - mu||^2 + Tr(sigma_r) + Tr(sigma) - 2 sum_i sqrt(lambda_i)`` with ``lambda_i``
+    the eigenvalues of ``M = F^T sigma F`` (``F F^T = sigma_r``, see :class:`FrechetReference`).
+
+    Why this equals ``Tr sqrtm(sigma_r sigma)``: ``sigma_r sigma = F (F^T sigma)`` and
+    ``M = (F^T sigma) F`` share their non-zero eigenvalues (``XY`` and ``YX`` always do), and M is
+    symmetric PSD, so they are real and ``>= 0``. With ``F = sigma_r^(1/2) V`` this is the brief's
+    ``sigma_r^(1/2) sigma sigma_r^(1/2)`` up to the orthogonal similarity ``V``. When ``sigma_r``
+    is non-singular, ``sigma_r sigma`` is similar to M, hence diagonalisable with eigenvalues
+    ``lambda_i``; its principal square root has eigenvalues ``sqrt(lambda_i)`` and the trace is
+    their sum. Rounding can leave eigenvalues of order ``-1e-16 * max`` for a singular product:
+    they are clipped at 0 (clearly negative ones raise). This path needs no ``eps`` retry and
+    never goes complex; for a singular product it gives the exact value where the published code
+    returns the value for ``sigma + 1e-6 I``.
+
+    Args:
+        ref: from :func:`frechet_reference`.
+        mu: ``(D,)`` mean of the compared set.
+        sigma: ``(D, D)`` symmetric PSD covariance of the compared set.
+    """
+    mu, sigma = _check_stats(mu, sigma, "")
+    if mu.shape != ref.mu.shape:
+        raise ValueError(f"mu {mu.shape} does not match the reference dimension {ref.mu.shape}")
+    _check_symmetric(sigma, "sigma")
+    m = ref.factor.T @ (sigma @ ref.factor)
+    lam = np.linalg.eigvalsh((m + m.T) * 0.5)  # symmetrise away matmul rounding
+    tr_covmean = float(np.sqrt(_check_psd_eigenvalues(lam, "F^T sigma F")).sum())
+    diff = ref.mu - mu
+    return float(diff @ diff + ref.trace + np.trace(sigma) - 2.0 * tr_covmean)
+
+
+# --------------------------------------------------------------------------- diversity, multimodality
+
+
+def diversity(emb: np.ndarray, times: int = 300, seed: int = 0) -> float:
+    """Mean distance between ``times`` random pairs of embeddings.
+
+    Two index sets ``a, b`` of size ``S = times`` are drawn from ``range(N)``, each without
+    replacement and independently (``rng.choice`` twice, ``rng = np.random.default_rng(seed)``);
+    ``Diversity = (1/S) sum_s ||emb[a_s] - emb[b_s]||``. The protocol uses ``S = 300``.
+
+    Args:
+        emb: ``(N, D)`` with ``N > times``.
+        times: number of pairs S.
+        seed: sampling seed.
+
+    Raises:
+        ValueError: ``N <= times`` (the published code asserts this; returning 0 would hide a broken
+            run), non-finite values or a bad shape.
+    """
+    x = _as_float_array(emb, "emb", 2, "(N, D) embeddings")
+    if times < 1:
+        raise ValueError(f"times={times} must be >= 1")
+    if x.shape[0] <= times:
+        raise ValueError(
+            f"diversity needs more than times={times} samples, got N={x.shape[0]}; "
+            "evaluate more motions or lower `times` and report it"
+        )
+    rng = np.random.default_rng(seed)
+    first = rng.choice(x.shape[0], times, replace=False)
+    second = rng.choice(x.shape[0], times, replace=False)
+    return float(np.linalg.norm(x[first] - x[second], axis=1).mean())
+
+
+def multimodality(emb: np.ndarray, times: int = 10, seed: int = 0) -> float:
+    """Mean distance between pairs of generations for the same text.
+
+    Two index sets ``a, b`` of size ``S = times`` are drawn from ``range(R)`` (each without
+    replacement, independently, shared by all texts; ``rng = np.random.default_rng(seed)``);
+    ``MModality = (1/(T S)) sum_t sum_s ||emb[t, a_s] - emb[t, b_s]||``. Protocol: ``S = 10``,
+    ``R = 30``.
+
+    Args:
+        emb: ``(T, R, D)`` embeddings of R generations for each of T texts, ``R > times``.
+        times: number of pairs S.
+        seed: sampling seed.
+
+    Raises:
+        ValueError: ``R <= times`` (as the published assert), non-finite values or a bad shape.
+    """
+    x = _as_float_array(emb, "emb", 3, "(T, R, D) embeddings")
+    if times < 1:
+        raise ValueError(f"times={times} must be >= 1")
+    if x.shape[1] <= times:
+        raise ValueError(
+            f"multimodality needs more than times={times} generations per text, got R={x.shape[1]}"
+        )
+    rng = np.random.default_rng(seed)
+    first = rng.choice(x.shape[1], times, replace=False)
+    second = rng.choice(x.shape[1], times, replace=False)
+    return float(np.linalg.norm(x[:, first] - x[:, second], axis=2).mean())
+
+
+# --------------------------------------------------------------------------- replications
+
+
+def mean_ci95(values: np.ndarray | list[float]) -> tuple[float, float] | tuple[np.ndarray, np.ndarray]:
+    """Mean and 95% confidence half-width over replications (axis 0).
+
+    ``mean = (1/n) sum_r v_r``, ``ci = 1.96 * std(v, ddof=0) / sqrt(n)`` (the papers' ± column; IRG
+    prints the plain std instead, pitfall 13).
+
+    Args:
+        values: ``(n,)`` one metric over n replications, or ``(n, K)`` (e.g. R-precision top-1..3).
+
+    Returns:
+        floats for ``(n,)`` input, ``(K,)`` arrays for ``(n, K)`` input.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim not in (1, 2):
+        raise ValueError(f"values: expected (n,) or (n, K) replications, got shape {v.shape}")
+    v = _as_float_array(v, "values", v.ndim, "(n,) or (n, K) replications")
+    mean = v.mean(axis=0)
+    ci = 1.96 * v.std(axis=0, ddof=0) / np.sqrt(v.shape[0])
+    if v.ndim == 1:
+        return float(mean), float(ci)
+    return mean, ci

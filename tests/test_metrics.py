@@ -1,0 +1,317 @@
+"""Evaluation metrics against hand-computed values, reference loops and scipy (spec section 6 / 9)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from eval import metrics
+from eval.metrics import (
+    activation_statistics,
+    diversity,
+    euclidean_distance_matrix,
+    frechet_distance,
+    frechet_distance_to_reference,
+    frechet_reference,
+    matching_score,
+    matching_score_batched,
+    mean_ci95,
+    multimodality,
+    r_precision,
+    r_precision_batched,
+    text_motion_scores_batched,
+)
+
+# 3x2 toy pairs. Distances (rows = texts):
+#   t0=(0,0): m0 1,  m1 sqrt5, m2 sqrt10 -> own rank 0
+#   t1=(2,0): m0 sqrt5, m1 1,  m2 sqrt10 -> own rank 0
+#   t2=(0,2): m0 1,  m1 sqrt5, m2 sqrt2  -> own rank 1 (m0 is nearer)
+TEXT = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
+MOTION = np.array([[0.0, 1.0], [2.0, 1.0], [1.0, 3.0]])
+S5, S10, S2 = math.sqrt(5), math.sqrt(10), math.sqrt(2)
+DIST = np.array([[1.0, S5, S10], [S5, 1.0, S10], [1.0, S5, S2]])
+
+
+def _correlated_pairs(n: int, d: int, seed: int, noise: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
+    """Text/motion embeddings whose pairs are close but not trivially matched."""
+    rng = np.random.default_rng(seed)
+    motion = rng.normal(size=(n, d))
+    text = motion + noise * rng.normal(size=(n, d))
+    return text, motion
+
+
+def _argsort_reference(
+    text: np.ndarray, motion: np.ndarray, batch: int, top_k: int
+) -> tuple[np.ndarray, float]:
+    """The published loop: per batch distance matrix, argsort each row, find the own column."""
+    nb = len(text) // batch
+    hits = np.zeros(top_k)
+    trace = 0.0
+    for b in range(nb):
+        sl = slice(b * batch, (b + 1) * batch)
+        dist = euclidean_distance_matrix(text[sl], motion[sl])
+        order = np.argsort(dist, axis=1)
+        own = order == np.arange(batch)[:, None]  # (B, B) True where the own motion sits
+        hits += np.cumsum(own[:, :top_k].sum(axis=0))
+        trace += np.trace(dist)
+    return hits / (nb * batch), trace / (nb * batch)
+
+
+# --------------------------------------------------------------------------- toy values (spec section 9)
+
+
+def test_distance_matrix_toy():
+    np.testing.assert_allclose(euclidean_distance_matrix(TEXT, MOTION), DIST, rtol=1e-12)
+
+
+def test_distance_matrix_identical_rows_is_zero_not_nan():
+    a = np.array([[1e8, 3.0], [0.1, 0.2]])
+    d = euclidean_distance_matrix(a, a)
+    assert np.isfinite(d).all()
+    np.testing.assert_allclose(np.diagonal(d), 0.0, atol=1e-3)
+
+
+def test_r_precision_toy():
+    np.testing.assert_allclose(r_precision(TEXT, MOTION, top_k=3), [2 / 3, 1.0, 1.0])
+    np.testing.assert_allclose(r_precision(TEXT, MOTION, top_k=1), [2 / 3])
+
+
+def test_matching_score_toy_is_trace_over_n():
+    expected = (1.0 + 1.0 + S2) / 3
+    assert matching_score(TEXT, MOTION) == pytest.approx(expected, rel=1e-12)
+    assert matching_score(TEXT, MOTION) == pytest.approx(np.trace(DIST) / 3, rel=1e-12)
+
+
+def test_batched_on_toy_equals_single_batch():
+    r, mm = text_motion_scores_batched(TEXT, MOTION, batch_size=3, top_k=3)
+    np.testing.assert_allclose(r, [2 / 3, 1.0, 1.0])
+    assert mm == pytest.approx((2.0 + S2) / 3, rel=1e-12)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_fid_identical_toy_sets_is_zero(fast):
+    mu, sigma = activation_statistics(MOTION)
+    fid = (
+        frechet_distance_to_reference(frechet_reference(mu, sigma), mu, sigma)
+        if fast
+        else frechet_distance(mu, sigma, mu, sigma)
+    )
+    assert abs(fid) < 1e-6
+
+
+# --------------------------------------------------------------------------- R-precision protocol
+
+
+def test_ties_follow_stable_argsort():
+    # motions 0 and 1 are identical, so text rows see exact ties between columns 0 and 1
+    text = np.array([[0.0, 0.0], [0.0, 0.5], [5.0, 5.0]])
+    motion = np.array([[1.0, 0.0], [1.0, 0.0], [5.0, 4.0]])
+    dist = euclidean_distance_matrix(text, motion)
+    stable_rank = np.argsort(np.argsort(dist, axis=1, kind="stable"), axis=1)[np.arange(3), np.arange(3)]
+    np.testing.assert_array_equal(metrics._own_rank(dist), stable_rank)
+    np.testing.assert_array_equal(stable_rank, [0, 1, 0])  # row 1: tied column 0 comes first
+    np.testing.assert_allclose(r_precision(text, motion, top_k=2), [2 / 3, 1.0])
+
+
+def test_batched_equals_argsort_loop_and_drops_partial_batch():
+    text, motion = _correlated_pairs(n=100, d=8, seed=3)  # 3 batches of 32, 4 rows dropped
+    r, mm = text_motion_scores_batched(text, motion, batch_size=32, top_k=3)
+    ref_r, ref_mm = _argsort_reference(text, motion, batch=32, top_k=3)
+    np.testing.assert_array_equal(r, ref_r)
+    assert mm == pytest.approx(ref_mm, rel=1e-12)
+    assert 0.0 < r[0] < r[2] < 1.0  # a non-trivial case: some misses, some hits
+    # the dropped rows do not matter
+    r96, mm96 = text_motion_scores_batched(text[:96], motion[:96])
+    np.testing.assert_array_equal(r, r96)
+    assert mm == mm96
+
+
+def test_batched_equals_per_batch_functions():
+    text, motion = _correlated_pairs(n=64, d=5, seed=4)
+    per_batch = [r_precision(text[i : i + 32], motion[i : i + 32]) for i in (0, 32)]
+    np.testing.assert_allclose(r_precision_batched(text, motion), np.mean(per_batch, axis=0), rtol=1e-12)
+    mm = np.mean([matching_score(text[i : i + 32], motion[i : i + 32]) for i in (0, 32)])
+    assert matching_score_batched(text, motion) == pytest.approx(mm, rel=1e-12)
+
+
+def test_r_precision_depends_on_batch_size():
+    text, motion = _correlated_pairs(n=128, d=8, seed=5)
+    # more distractors per text can only lower the top-1 rate on the same data
+    assert (
+        r_precision_batched(text, motion, batch_size=128)[0]
+        <= r_precision_batched(text, motion, batch_size=32)[0]
+    )
+
+
+# --------------------------------------------------------------------------- FID
+
+
+def test_activation_statistics_match_np_cov():
+    x = np.random.default_rng(0).normal(size=(50, 6))
+    mu, sigma = activation_statistics(x)
+    np.testing.assert_allclose(mu, x.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(sigma, np.cov(x, rowvar=False), rtol=1e-10, atol=1e-14)
+    np.testing.assert_array_equal(sigma, sigma.T)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_fid_of_diagonal_gaussians_matches_closed_form(fast):
+    # FID = ||mu1-mu2||^2 + sum_i (sqrt(s1_i) - sqrt(s2_i))^2 = 1 + 1 + 1 + 0.25
+    mu1, s1 = np.array([0.0, 1.0, 2.0]), np.diag([1.0, 4.0, 0.25])
+    mu2, s2 = np.array([1.0, 1.0, 2.0]), np.diag([4.0, 9.0, 1.0])
+    fid = (
+        frechet_distance_to_reference(frechet_reference(mu1, s1), mu2, s2)
+        if fast
+        else frechet_distance(mu1, s1, mu2, s2)
+    )
+    assert fid == pytest.approx(3.25, rel=1e-10)
+
+
+def test_fast_fid_equals_scipy_sqrtm_on_realistic_covariances():
+    rng = np.random.default_rng(1)
+    n, d, r = 400, 48, 6  # low rank + diagonal, like evaluator embeddings
+    w = rng.normal(size=(r, d))
+    real = rng.normal(size=(n, r)) @ w + 0.3 * rng.normal(size=(n, d))
+    ref = frechet_reference(*activation_statistics(real))
+    for noise in (0.02, 0.3, 1.5):
+        gen = real + noise * rng.normal(size=(n, d)) + 0.05
+        stats = activation_statistics(gen)
+        slow = frechet_distance(*activation_statistics(real), *stats)
+        fast = frechet_distance_to_reference(ref, *stats)
+        assert fast == pytest.approx(slow, rel=1e-6)
+
+
+def test_fast_fid_handles_singular_reference():
+    # fewer samples than dimensions: rank-deficient covariances, finite non-negative result
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(5, 12)), rng.normal(size=(7, 12))
+    fid = frechet_distance_to_reference(
+        frechet_reference(*activation_statistics(a)), *activation_statistics(b)
+    )
+    assert np.isfinite(fid) and fid > 0
+    mu_a, s_a = activation_statistics(a)
+    assert frechet_distance_to_reference(frechet_reference(mu_a, s_a), mu_a, s_a) == pytest.approx(
+        0.0, abs=1e-6
+    )
+
+
+def test_fid_retries_non_finite_sqrtm_with_offset(monkeypatch):
+    calls = []
+    real_sqrtm = scipy.linalg.sqrtm
+
+    def flaky_sqrtm(m):
+        calls.append(m.copy())
+        return np.full_like(m, np.nan) if len(calls) == 1 else real_sqrtm(m)
+
+    monkeypatch.setattr(scipy.linalg, "sqrtm", flaky_sqrtm)
+    s = np.diag([1.0, 4.0])
+    fid = frechet_distance(np.zeros(2), s, np.zeros(2), s)
+    assert len(calls) == 2
+    np.testing.assert_allclose(calls[1], (s + 1e-6 * np.eye(2)) @ (s + 1e-6 * np.eye(2)))
+    assert abs(fid) < 1e-5
+
+
+def test_fid_rejects_large_imaginary_part(monkeypatch):
+    monkeypatch.setattr(scipy.linalg, "sqrtm", lambda m: np.eye(2) * (1.0 + 0.5j))
+    with pytest.raises(ValueError, match="imaginary"):
+        frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2))
+    monkeypatch.setattr(scipy.linalg, "sqrtm", lambda m: np.eye(2) * (1.0 + 1e-6j))
+    assert frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2)) == pytest.approx(0.0, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- diversity, multimodality
+
+
+def test_diversity_points_on_a_line():
+    # 1-d points x_i = i, so a pair (a, b) is |a - b| apart; index draws as documented
+    emb = np.arange(10.0)[:, None]
+    rng = np.random.default_rng(7)
+    a, b = rng.choice(10, 4, replace=False), rng.choice(10, 4, replace=False)
+    assert diversity(emb, times=4, seed=7) == pytest.approx(np.abs(a - b).mean(), rel=1e-12)
+
+
+def test_diversity_simplex_and_invariances():
+    emb = 3.0 * np.eye(40)  # all distinct pairs are 3*sqrt(2) apart, a == b pairs are 0 apart
+    value = diversity(emb, times=20, seed=0)
+    allowed = 3.0 * math.sqrt(2) * np.arange(21) / 20
+    assert np.min(np.abs(allowed - value)) < 1e-12
+    assert value > 0.8 * 3.0 * math.sqrt(2)
+    shifted = 2.0 * emb + 5.0
+    assert diversity(shifted, times=20, seed=0) == pytest.approx(2 * value, rel=1e-12)
+    assert diversity(np.ones((31, 4)), times=30) == 0.0
+
+
+def test_multimodality_hand_made():
+    # text t's generation r sits at (t+1) * r on a line: pair (a, b) distance (t+1)|a-b|
+    t_count, r_count = 3, 12
+    emb = (np.arange(1, t_count + 1)[:, None] * np.arange(r_count)[None, :])[..., None].astype(float)
+    rng = np.random.default_rng(11)
+    a, b = rng.choice(r_count, 5, replace=False), rng.choice(r_count, 5, replace=False)
+    expected = np.mean([(t + 1) * np.abs(a - b).mean() for t in range(t_count)])
+    assert multimodality(emb, times=5, seed=11) == pytest.approx(expected, rel=1e-12)
+
+
+def test_sampling_is_deterministic_per_seed():
+    x = np.random.default_rng(0).normal(size=(400, 6))
+    assert diversity(x, seed=3) == diversity(x, seed=3)
+    assert diversity(x, seed=3) != diversity(x, seed=4)
+    y = np.random.default_rng(1).normal(size=(5, 30, 4))
+    assert multimodality(y, seed=3) == multimodality(y, seed=3)
+    assert multimodality(y, seed=3) != multimodality(y, seed=4)
+
+
+# --------------------------------------------------------------------------- replications
+
+
+def test_mean_ci95_hand_computed():
+    mean, ci = mean_ci95([1.0, 2.0, 3.0, 4.0])
+    assert mean == pytest.approx(2.5)
+    assert ci == pytest.approx(1.96 * math.sqrt(1.25) / 2.0)  # std ddof=0 = sqrt(1.25), n = 4
+
+
+def test_mean_ci95_over_20_replications_columns():
+    reps = np.stack([np.full(20, 0.5), np.linspace(0.0, 1.0, 20)], axis=1)  # (20, 2)
+    mean, ci = mean_ci95(reps)
+    np.testing.assert_allclose(mean, [0.5, 0.5])
+    np.testing.assert_allclose(ci, [0.0, 1.96 * np.std(np.linspace(0, 1, 20)) / math.sqrt(20)])
+    assert ci[1] < np.std(np.linspace(0, 1, 20))  # the CI is not the plain std (pitfall 13)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_errors_name_the_problem():
+    text, motion = _correlated_pairs(n=40, d=4, seed=0)
+    with pytest.raises(ValueError, match="same shape"):
+        r_precision(text, motion[:, :3])
+    bad = text.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="text_emb: 1 non-finite"):
+        text_motion_scores_batched(bad, motion)
+    with pytest.raises(ValueError, match="motion_emb"):
+        matching_score(text, np.where(motion > 1, np.inf, motion))
+    with pytest.raises(ValueError, match="at least one full batch"):
+        r_precision_batched(text[:20], motion[:20], batch_size=32)
+    with pytest.raises(ValueError, match="top_k=5"):
+        r_precision(text[:4], motion[:4], top_k=5)
+    with pytest.raises(ValueError, match="more than times=300"):
+        diversity(text, times=300)
+    with pytest.raises(ValueError, match="more than times=300"):
+        diversity(np.zeros((300, 4)), times=300)  # N == times is rejected too
+    with pytest.raises(ValueError, match="R=10"):
+        multimodality(np.zeros((2, 10, 4)), times=10)
+    with pytest.raises(ValueError, match="sigma2"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(2))
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        frechet_reference(np.zeros(2), np.diag([1.0, -1.0]))
+    with pytest.raises(ValueError, match="not symmetric"):
+        frechet_reference(np.zeros(2), np.array([[1.0, 0.5], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="reference dimension"):
+        frechet_distance_to_reference(frechet_reference(np.zeros(2), np.eye(2)), np.zeros(3), np.eye(3))
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        activation_statistics(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="values"):
+        mean_ci95([])
