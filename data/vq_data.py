@@ -1,0 +1,138 @@
+"""Motion clips for the VQ-VAE: loading, normalisation and seeded random training windows.
+
+Reads the HumanML3D layout through ``data.layout`` (train split, ``new_joint_vecs``) and works in
+the VQ's own normalised space ``(x - mean) / std`` (spec ``motion-vq-evaluation.md`` §2, item 3).
+
+Training batches are a pure function of ``(seed, step)``: step ``s`` belongs to epoch
+``s // batches_per_epoch``, whose clip order is a permutation drawn from
+``np.random.default_rng([seed, epoch])``; window starts come from ``default_rng([seed, epoch, j])``.
+So a resumed run sees exactly the batches an uninterrupted run would, with no sampler state to save.
+Like the reference (shuffle + ``drop_last``), each epoch uses ``len // batch_size`` full batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data.layout import DatasetFileError, DatasetPaths, SkipTracker, load_features, load_mean_std, read_split
+from data.specs import DatasetSpec, get_dataset_spec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One motion clip in normalised space."""
+
+    motion_id: str
+    motion: np.ndarray
+    """(T, D) float32, normalised."""
+
+
+def resolve_mean_std(
+    dataset_root: str | Path, spec: DatasetSpec | str, mean_file: str = "", std_file: str = ""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Load the VQ normalisation pair; empty paths mean the dataset's ``Mean.npy``/``Std.npy``."""
+    paths = DatasetPaths(dataset_root)
+    return load_mean_std(mean_file or paths.mean_file, std_file or paths.std_file, spec)
+
+
+def load_clips(
+    dataset_root: str | Path,
+    split: str,
+    spec: DatasetSpec | str,
+    mean: np.ndarray,
+    std: np.ndarray,
+    *,
+    min_len: int = 1,
+    max_motions: int = 0,
+    tracker: SkipTracker | None = None,
+    progress: bool = True,
+) -> list[Clip]:
+    """Load and normalise every clip of ``split`` with at least ``min_len`` frames.
+
+    Unreadable or malformed files go through ``tracker`` (raise by default, or counted skips);
+    clips shorter than ``min_len`` are a documented filter (the reference VQ loader drops clips
+    shorter than its window) and their number is logged.
+
+    Args:
+        max_motions: keep only the first N ids of the split (0 = all).
+    Returns:
+        list of :class:`Clip`, in split order.
+    """
+    spec = get_dataset_spec(spec)
+    paths = DatasetPaths(dataset_root)
+    ids = read_split(dataset_root, split)
+    if max_motions > 0:
+        ids = ids[:max_motions]
+    tracker = tracker or SkipTracker(what=f"{split} motions")
+    clips: list[Clip] = []
+    too_short = 0
+    for motion_id in tqdm(ids, desc=f"load {split}", disable=not progress, leave=False):
+        tracker.seen += 1
+        try:
+            feats = load_features(paths.vec_file(motion_id), spec)
+        except DatasetFileError as err:
+            tracker.record(motion_id, err)
+            continue
+        if feats.shape[0] < min_len:
+            too_short += 1
+            continue
+        clips.append(Clip(motion_id, ((feats - mean) / std).astype(np.float32)))
+    tracker.finish()
+    logger.info(
+        "%s/%s: %d clips kept, %d shorter than %d frames left out, %d unreadable skipped",
+        paths.root, split, len(clips), too_short, min_len, len(tracker.skipped),
+    )  # fmt: skip
+    return clips
+
+
+class MotionWindows:
+    """Seeded random fixed-length windows over a list of clips.
+
+    Args:
+        clips: normalised clips, each at least ``window`` frames long.
+        window: frames per training window (64 in the published recipe).
+        batch_size: windows per batch.
+        seed: base seed of the permutation and window draws.
+    """
+
+    def __init__(self, clips: list[Clip], window: int, batch_size: int, seed: int):
+        short = [c.motion_id for c in clips if c.motion.shape[0] < window]
+        if short:
+            raise ValueError(
+                f"MotionWindows: {len(short)} clips shorter than window={window}, e.g. {short[:3]}"
+            )
+        if len(clips) < batch_size:
+            raise ValueError(
+                f"MotionWindows: {len(clips)} clips of >= {window} frames is fewer than batch_size="
+                f"{batch_size}; lower batch_size or window_size, or use more data"
+            )
+        self.clips, self.window, self.batch_size, self.seed = clips, window, batch_size, seed
+        self.batches_per_epoch = len(clips) // batch_size
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def batch_plan(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(clip indices (B,), window starts (B,)) of the 0-based ``step``."""
+        epoch, j = divmod(step, self.batches_per_epoch)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.clips))
+        idx = perm[j * self.batch_size : (j + 1) * self.batch_size]
+        highs = np.array([self.clips[i].motion.shape[0] - self.window + 1 for i in idx])
+        starts = np.random.default_rng([self.seed, epoch, j]).integers(0, highs)
+        return idx, starts
+
+    def batch(self, step: int) -> torch.Tensor:
+        """(B, window, D) float32 windows of the 0-based ``step``."""
+        idx, starts = self.batch_plan(step)
+        w = self.window
+        return torch.from_numpy(
+            np.stack([self.clips[i].motion[s : s + w] for i, s in zip(idx, starts, strict=True)])
+        )
