@@ -1,0 +1,208 @@
+"""Vectorised quaternion and 6D-rotation helpers (NumPy and PyTorch).
+
+Conventions (``shared/spec/motion-vq-evaluation.md`` section 1.1): quaternions are ``(..., 4)``
+arrays ``(w, x, y, z)`` (scalar first), Hamilton product, active rotation of vectors. ``qmul(q, r)``
+applies ``r`` first, then ``q``. The "cont6d" representation is the first two **columns** of the
+rotation matrix, ``(R00, R10, R20, R01, R11, R21)``.
+
+Every function broadcasts over leading dimensions and accepts either ``np.ndarray`` or
+``torch.Tensor`` (returning the same kind), except :func:`qbetween`, whose degenerate-case fallback is
+written for both as well. Nothing is modified in place, so torch inputs stay differentiable.
+PyTorch is never imported here: a tensor can only be passed in if the caller already imported it.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+Array = Any
+"""``np.ndarray`` or ``torch.Tensor``."""
+
+_NUMPY_NS = SimpleNamespace(
+    stack=np.stack,
+    concat=np.concatenate,
+    cumsum=np.cumsum,
+    sqrt=np.sqrt,
+    cos=np.cos,
+    sin=np.sin,
+    arcsin=np.arcsin,
+    where=np.where,
+    zeros_like=np.zeros_like,
+    ones_like=np.ones_like,
+    abs=np.abs,
+    is_torch=False,
+)
+
+
+def is_torch(x: object) -> bool:
+    """True when ``x`` is a ``torch.Tensor`` (without importing torch)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def array_namespace(x: Array) -> SimpleNamespace:
+    """The handful of array functions used here, for NumPy or PyTorch (axis given positionally)."""
+    if not is_torch(x):
+        return _NUMPY_NS
+    torch = sys.modules["torch"]
+    return SimpleNamespace(
+        stack=torch.stack,
+        concat=torch.cat,
+        cumsum=torch.cumsum,
+        sqrt=torch.sqrt,
+        cos=torch.cos,
+        sin=torch.sin,
+        arcsin=torch.asin,
+        where=torch.where,
+        zeros_like=torch.zeros_like,
+        ones_like=torch.ones_like,
+        abs=torch.abs,
+        is_torch=True,
+    )
+
+
+def _sum_last(x: Array) -> Array:
+    """Sum over the last axis, keeping it (works for numpy and torch)."""
+    return x.sum(-1)[..., None]
+
+
+def cross(a: Array, b: Array) -> Array:
+    """Cross product over the last axis of ``(..., 3)`` arrays (broadcasting)."""
+    xp = array_namespace(a if is_torch(a) else b)
+    ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
+    bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
+    return xp.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], -1)
+
+
+def normalize(v: Array, eps: float = 0.0) -> Array:
+    """``v / |v|`` over the last axis (``eps`` is added to the norm; 0 keeps exact arithmetic)."""
+    xp = array_namespace(v)
+    return v / (xp.sqrt(_sum_last(v * v)) + eps)
+
+
+def qnormalize(q: Array) -> Array:
+    """Unit quaternion ``q / |q|``, shape ``(..., 4)``."""
+    return normalize(q)
+
+
+def qmul(q: Array, r: Array) -> Array:
+    """Hamilton product ``q ⊗ r`` of ``(..., 4)`` quaternions (broadcasting): apply r, then q."""
+    xp = array_namespace(q if is_torch(q) else r)
+    w1, x1, y1, z1 = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    w2, x2, y2, z2 = r[..., 0], r[..., 1], r[..., 2], r[..., 3]
+    return xp.stack(
+        [
+            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+        ],
+        -1,
+    )
+
+
+def qinv(q: Array) -> Array:
+    """Conjugate ``(w, -x, -y, -z)``: the inverse of a unit quaternion."""
+    xp = array_namespace(q)
+    return xp.stack([q[..., 0], -q[..., 1], -q[..., 2], -q[..., 3]], -1)
+
+
+def qrot(q: Array, v: Array) -> Array:
+    """Rotate ``(..., 3)`` vectors by unit ``(..., 4)`` quaternions: ``v + 2(w u×v + u×(u×v))``."""
+    u = q[..., 1:]
+    w = q[..., :1]
+    uv = cross(u, v)
+    return v + 2.0 * (w * uv + cross(u, uv))
+
+
+def qbetween(a: Array, b: Array) -> Array:
+    """Shortest-arc unit quaternion rotating direction ``a`` onto ``b``, shapes ``(..., 3)``.
+
+    ``normalise(|a||b| + a·b, a×b)``. When ``a`` and ``b`` are exactly opposite the formula is 0/0
+    (the published code returns NaN); here that case returns a half turn about an axis perpendicular
+    to ``a``, so a bone pointing against its rest direction still gets a valid rotation.
+    """
+    xp = array_namespace(a if is_torch(a) else b)
+    a = a + 0.0 * b  # broadcast both to the common shape
+    b = b + 0.0 * a
+    scale = xp.sqrt(_sum_last(a * a) * _sum_last(b * b))
+    q = xp.concat([scale + _sum_last(a * b), cross(a, b)], -1)
+    norm = xp.sqrt(_sum_last(q * q))
+    degenerate = norm <= 1e-12 * scale
+    if bool(degenerate.any()):
+        # Half turn about a × e, where e is the basis vector least aligned with a.
+        absa = xp.abs(a)
+        ax, ay, az = absa[..., 0:1], absa[..., 1:2], absa[..., 2:3]
+        use_x = (ax <= ay) & (ax <= az)
+        use_y = ~use_x & (ay <= az)
+        zero, one = xp.zeros_like(ax), xp.ones_like(ax)
+        e = xp.where(
+            use_x,
+            xp.concat([one, zero, zero], -1),
+            xp.where(use_y, xp.concat([zero, one, zero], -1), xp.concat([zero, zero, one], -1)),
+        )
+        half_turn = xp.concat([zero, normalize(cross(a, e))], -1)
+        q = xp.where(degenerate, half_turn, q)
+        norm = xp.where(degenerate, one, norm)
+    return q / norm
+
+
+def yaw_quat(theta: Array) -> Array:
+    """Rotation by ``theta`` radians about +Y: ``(cos θ/2, 0, sin θ/2, 0)``; maps +Z to (sin θ, 0, cos θ)."""
+    xp = array_namespace(theta)
+    half = theta * 0.5
+    zero = xp.zeros_like(half)
+    return xp.stack([xp.cos(half), zero, xp.sin(half), zero], -1)
+
+
+def quat_to_matrix(q: Array) -> Array:
+    """``(..., 4)`` quaternions → ``(..., 3, 3)`` rotation matrices (``2/|q|²`` factor, no unit assumption)."""
+    xp = array_namespace(q)
+    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    s = 2.0 / (w * w + x * x + y * y + z * z)
+    xx, yy, zz = x * x * s, y * y * s, z * z * s
+    xy, xz, yz = x * y * s, x * z * s, y * z * s
+    wx, wy, wz = w * x * s, w * y * s, w * z * s
+    rows = [
+        xp.stack([1.0 - (yy + zz), xy - wz, xz + wy], -1),
+        xp.stack([xy + wz, 1.0 - (xx + zz), yz - wx], -1),
+        xp.stack([xz - wy, yz + wx, 1.0 - (xx + yy)], -1),
+    ]
+    return xp.stack(rows, -2)
+
+
+def matrix_to_cont6d(m: Array) -> Array:
+    """``(..., 3, 3)`` matrices → ``(..., 6)`` = first two columns ``(R00, R10, R20, R01, R11, R21)``."""
+    xp = array_namespace(m)
+    return xp.concat([m[..., :, 0], m[..., :, 1]], -1)
+
+
+def quat_to_cont6d(q: Array) -> Array:
+    """``(..., 4)`` quaternions → ``(..., 6)`` cont6d (first two matrix columns)."""
+    xp = array_namespace(q)
+    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    s = 2.0 / (w * w + x * x + y * y + z * z)
+    return xp.stack(
+        [
+            1.0 - s * (y * y + z * z),
+            s * (x * y + z * w),
+            s * (x * z - y * w),
+            s * (x * y - z * w),
+            1.0 - s * (x * x + z * z),
+            s * (y * z + x * w),
+        ],
+        -1,
+    )
+
+
+def cont6d_to_matrix(c: Array) -> Array:
+    """``(..., 6)`` cont6d → ``(..., 3, 3)``: x = n(c[:3]), z = n(x × c[3:]), y = z × x; columns [x, y, z]."""
+    xp = array_namespace(c)
+    x = normalize(c[..., 0:3])
+    z = normalize(cross(x, c[..., 3:6]))
+    y = cross(z, x)
+    return xp.stack([x, y, z], -1)
