@@ -1,0 +1,98 @@
+"""Stick-figure rendering: GIF frame counts, side by side, CLI on the tiny dataset."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data.specs import get_dataset_spec
+from eval.render import chain_colors, main, render_frame, render_motions, to_joints
+
+SPEC = get_dataset_spec("humanml3d")
+
+
+def _standing(n_frames: int, step: float = 0.02) -> np.ndarray:
+    """(T, 22, 3) rest pose from the spec's offsets, walking along +Z."""
+    pos = np.zeros((SPEC.joints_num, 3))
+    for j in range(1, SPEC.joints_num):
+        pos[j] = pos[SPEC.parents[j]] + SPEC.target_offsets[j]
+    joints = np.repeat(pos[None], n_frames, axis=0)
+    joints[:, :, 2] += step * np.arange(n_frames)[:, None]
+    return joints.astype(np.float32)
+
+
+def _gif_info(path: Path) -> tuple[int, tuple[int, int], int]:
+    with Image.open(path) as im:
+        return im.n_frames, im.size, im.info["duration"]
+
+
+def test_single_gif_frame_count(tmp_path: Path):
+    out = render_motions([_standing(12)], tmp_path / "a.gif", spec=SPEC, titles=["a person walks"], mp4="no")
+    assert out == [tmp_path / "a.gif"]
+    n, _, duration = _gif_info(out[0])
+    assert n == 12 and duration == 50  # 20 fps
+    static = np.repeat(_standing(1), 5, axis=0)  # identical poses still give one GIF frame each
+    assert _gif_info(render_motions([static], tmp_path / "s.gif", mp4="no", fps=10)[0])[0] == 5
+
+
+def test_side_by_side_holds_last_frame(tmp_path: Path):
+    single = _gif_info(render_motions([_standing(6)], tmp_path / "one.gif", mp4="no")[0])
+    out = render_motions([_standing(14), _standing(6), _standing(9)], tmp_path / "cmp.gif",
+                         titles=["round 0", "round 1", "round 2"], mp4="no", still_frame=13)  # fmt: skip
+    n, size, _ = _gif_info(out[0])
+    assert n == 14 and size[0] == 3 * single[1][0]
+    assert out[1] == tmp_path / "cmp.frame13.png" and out[1].is_file()
+    with pytest.raises(ValueError, match="2 titles for 3 motions"):
+        render_motions([_standing(3)] * 3, tmp_path / "x.gif", titles=["a", "b"], mp4="no")
+
+
+def test_frame_shows_the_figure(tmp_path: Path):
+    png = render_frame([_standing(4)], tmp_path / "f.png", 2, spec=SPEC, dpi=60)
+    img = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    red = (img[..., 0] > 180) & (img[..., 1] < 90) & (img[..., 2] < 90)
+    blue = (img[..., 2] > 150) & (img[..., 0] < 80)
+    assert red.sum() > 20 and blue.sum() > 20  # both body sides are drawn
+    # Facing the camera, the right side (red) appears left of the left side (blue).
+    assert np.nonzero(red)[1].mean() < np.nonzero(blue)[1].mean()
+
+
+def test_inputs_and_colours():
+    assert chain_colors(SPEC) == ["#d62728", "#1f77b4", "#303030", "#d62728", "#1f77b4"]
+    assert len(chain_colors(get_dataset_spec("kit"))) == 5
+    with pytest.raises(ValueError, match=r"neither joints \(T, 22, 3\) nor features \(T, 263\)"):
+        to_joints(np.zeros((5, 21, 3)), SPEC)
+
+
+def test_features_are_decoded(tmp_path: Path):
+    pytest.importorskip("data.motion_repr")
+    feats = np.zeros((8, SPEC.feat_dim), np.float32)
+    feats[:, 3] = 0.9  # root height
+    joints = to_joints(feats, SPEC)
+    assert joints.shape == (8, 22, 3)
+    assert _gif_info(render_motions([feats], tmp_path / "f.gif", mp4="no")[0])[0] == 8
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
+def test_mp4_written(tmp_path: Path):
+    out = render_motions([_standing(6)], tmp_path / "m.gif", mp4="yes")
+    assert out[1].suffix == ".mp4" and out[1].stat().st_size > 0
+
+
+def test_cli_dataset_and_npy(tiny_dataset: Path, tmp_path: Path):
+    written = main(
+        ["--dataset-root", str(tiny_dataset), "--ids", "000006", "--out", str(tmp_path), "--mp4", "no"]
+    )
+    assert written == [tmp_path / "000006.gif"] and _gif_info(written[0])[0] == 41
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(a, _standing(7))
+    np.save(b, _standing(4))
+    out = main(
+        ["--npy", str(a), str(b), "--titles", "A", "B", "--out", str(tmp_path / "ab.gif"), "--mp4", "no"]
+    )
+    assert out == [tmp_path / "ab.gif"] and _gif_info(out[0])[0] == 7
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path)])
