@@ -136,3 +136,57 @@ class MotionWindows:
         return torch.from_numpy(
             np.stack([self.clips[i].motion[s : s + w] for i, s in zip(idx, starts, strict=True)])
         )
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-motion code files (written by ``prepare/tokenize_motions.py``, read by the SFT/RL datasets)
+# ----------------------------------------------------------------------------------------------
+
+CODES_INDEX = "codes_index.json"
+"""Index file in a codes folder: checkpoint, normalisation, and per-id frames/offsets/code count."""
+
+
+def code_file(codes_dir: str | Path, motion_id: str) -> Path:
+    """``<codes_dir>/<id>.npy``."""
+    return Path(codes_dir) / f"{motion_id}.npy"
+
+
+def write_code_file(path: str | Path, codes: np.ndarray) -> None:
+    """Save ``(K, N)`` int64 codes: row k = the clip cropped to ``N * 4`` frames starting at frame k.
+
+    ``K`` is the number of crop offsets (the published loaders pick one start in ``[0, T - 4N]``
+    at random per access, so the offsets are the whole augmentation); ``N = 0`` marks a clip
+    shorter than one code (rendered as an empty motion span).
+    """
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[0] < 1:
+        raise ValueError(f"write_code_file: codes must be (K>=1, N), got {codes.shape}")
+    np.save(Path(path), codes.astype(np.int64))
+
+
+def read_code_file(path: str | Path, nb_code: int = 512) -> np.ndarray:
+    """Load a ``(K, N)`` code file and validate it (integer ids in ``[0, nb_code)``).
+
+    Raises:
+        DatasetFileError: missing/unreadable file, wrong rank or dtype, or an out-of-range code
+            (names the file, row and position).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetFileError(
+            f"code file not found: {path}; run `python -m prepare.tokenize_motions` for this dataset"
+        )
+    try:
+        codes = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DatasetFileError(f"cannot read code file {path}: {err}") from err
+    if codes.ndim != 2 or codes.shape[0] < 1 or not np.issubdtype(codes.dtype, np.integer):
+        raise DatasetFileError(f"{path}: expected (K>=1, N) integer codes, got {codes.shape} {codes.dtype}")
+    bad = np.argwhere((codes < 0) | (codes >= nb_code))
+    if len(bad):
+        r, c = (int(v) for v in bad[0])
+        raise DatasetFileError(
+            f"{path}: {len(bad)} code(s) outside 0..{nb_code - 1}, first at row {r}, position {c}: "
+            f"{int(codes[r, c])} (made with a different codebook size?)"
+        )
+    return codes.astype(np.int64, copy=False)
