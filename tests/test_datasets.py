@@ -89,14 +89,20 @@ def test_skip_mode_counts_nan_and_shape(make_tiny_dataset, caplog):
     assert "000007.npy" in caplog.text and "expected (T, 263)" in caplog.text
 
 
-def test_index_cache_roundtrip(tiny_dataset: Path, tmp_path: Path, test_index):
-    a = build_clip_index(tiny_dataset, "test", cache_dir=tmp_path, progress=False)
-    assert len(list(tmp_path.glob("index_test_*.npz"))) == 1
-    b = build_clip_index(tiny_dataset, "test", cache_dir=tmp_path, progress=False)
-    assert b.names() == a.names() == test_index.names() and b.stats == a.stats
-    assert b.entries == a.entries
+def test_index_cache_roundtrip(make_tiny_dataset, tmp_path: Path):
+    root = make_tiny_dataset()
+    cache = tmp_path / "cache"
+    a = build_clip_index(root, "test", cache_dir=cache, progress=False)
+    assert len(list(cache.glob("index_test_*.npz"))) == 1
+    b = build_clip_index(root, "test", cache_dir=cache, progress=False)
+    assert b.names() == a.names() and b.stats == a.stats and b.entries == a.entries
     for i in range(len(a)):
         np.testing.assert_array_equal(a.motion(i), b.motion(i))
+    # Editing a caption file invalidates the cache.
+    (root / "texts" / "000007.txt").write_text("a person bows.#a/DET person/NOUN bow/VERB#0.0#0.0\n")
+    c = build_clip_index(root, "test", cache_dir=cache, progress=False)
+    assert len(list(cache.glob("index_test_*.npz"))) == 2
+    assert [x.caption for x in c.entries[c.names().index("000007")].captions] == ["a person bows."]
 
 
 def test_motion_text_dataset(test_index, tiny_dataset: Path):
@@ -192,6 +198,10 @@ def test_loader_independent_of_world_size(eval_ds):
     for x, y in zip(single, merged, strict=True):
         assert x.names == y.names and x.tokens == y.tokens
         assert (x.motions == y.motions).all() and (x.m_lengths == y.m_lengths).all()
+    # Worker processes give the same batches (items carry their replication).
+    workers = list(make_eval_loader(eval_ds, 4, batch_size=2, num_workers=2))
+    assert [b.tokens for b in workers] == [b.tokens for b in single]
+    assert all((x.motions == y.motions).all() for x, y in zip(single, workers, strict=True))
     # The collate keeps input order (no sorting by sent_len).
     items = [eval_ds.get_item(i, 0) for i in range(len(eval_ds))]
     assert eval_collate(items).names == [it.name for it in items]
