@@ -21,9 +21,11 @@ the released configuration). Checkpoints are ``{'net': state_dict}``.
 
 Lengths. Each stride-2 conv maps L frames to floor(L/2), so T >= 4 frames give floor(T/4) codes and
 N codes decode to exactly 4N frames. With T not a multiple of 4 the encoder behaves like the
-reference: the 1-3 trailing frames only touch the last code through kernel overlap and are never
-reconstructed. Callers that want a clean round trip crop to ``(T // 4) * 4`` frames first
-(:func:`crop_to_units`). T < 4 raises (the reference crashes deep inside PyTorch).
+reference: the 1-3 trailing frames are never reconstructed, yet they are convolved in, and through
+the dilated residual blocks they change the latents of the last ~22 codes (not only the last one,
+as the spec's §3.5 suggests; see the test). Callers therefore crop to ``(T // 4) * 4`` frames first
+(:func:`crop_to_units`; the tokeniser and the published loaders do). T < 4 raises (the reference
+crashes deep inside PyTorch).
 
 Variable lengths in one batch. ``encode(..., lengths=)`` and ``decode(..., lengths=)`` zero every
 padded time step after every convolution. Zero is exactly what a per-sample run sees beyond its
@@ -113,8 +115,8 @@ def _mask(x: Tensor, lengths: Tensor | None) -> Tensor:
     """Zero time steps ``t >= lengths[b]`` of ``x`` (B, C, T); identity when lengths is None."""
     if lengths is None:
         return x
-    keep = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
-    return x * keep[:, None, :].to(x.dtype)
+    pad = torch.arange(x.shape[-1], device=x.device)[None, :] >= lengths[:, None]
+    return x.masked_fill(pad[:, None, :], 0.0)  # not a multiply: padding may hold NaN
 
 
 class ResConv1DBlock(nn.Module):
@@ -434,7 +436,8 @@ class MotionVQVAE(nn.Module):
 
         Args:
             motion: features in the VQ's normalised space; cast to float32.
-            lengths: optional (B,) valid frames per sample (>= 4). Codes of sample b are then
+            lengths: optional (B,) valid frames per sample (>= 4). Crop each to a multiple of 4
+                first: trailing frames change the codes near the end. Codes of sample b are then
                 ``out[b, :lengths[b] // 4]`` (equal to encoding ``motion[b, :lengths[b]]`` alone);
                 later positions hold ``PAD_CODE`` (-1).
         Raises:
