@@ -41,26 +41,47 @@ _PSD_TOLERANCE = 1e-8
 # --------------------------------------------------------------------------- input checks
 
 
-def _as_float_array(x: object, name: str, ndim: int, what: str) -> np.ndarray:
-    """``x`` as a finite float64 array with ``ndim`` dims, else ValueError naming ``name``."""
+def _raise_if_not_finite(arr: np.ndarray, name: str) -> None:
+    """ValueError naming ``name`` and counting the NaN/inf entries of ``arr``, if any."""
+    finite = np.isfinite(arr)
+    if not finite.all():
+        raise ValueError(
+            f"{name}: {int(arr.size - finite.sum())} non-finite value(s) (NaN/inf) in array of shape "
+            f"{arr.shape}; check the evaluator inputs (e.g. NaN motions or zero-length sequences)"
+        )
+
+
+def _as_float_array(x: object, name: str, ndim: int, what: str, check_finite: bool = True) -> np.ndarray:
+    """``x`` as a float64 array with ``ndim`` dims (finite unless told not to check), else ValueError."""
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim != ndim:
         raise ValueError(f"{name}: expected {what} ({ndim} dims), got shape {arr.shape}")
     if arr.size == 0:
         raise ValueError(f"{name}: empty array of shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        bad = int(arr.size - np.isfinite(arr).sum())
-        raise ValueError(
-            f"{name}: {bad} non-finite value(s) (NaN/inf) in array of shape {arr.shape}; "
-            "check the evaluator inputs (e.g. NaN motions or zero-length sequences)"
-        )
+    if check_finite:
+        _raise_if_not_finite(arr, name)
     return arr
 
 
-def _check_pair(text_emb: object, motion_emb: object) -> tuple[np.ndarray, np.ndarray]:
+def _squared_norms_checked(arr: np.ndarray, name: str) -> np.ndarray:
+    """``(N,)`` squared row norms of ``(N, D)`` ``arr``; raises if ``arr`` has NaN/inf entries.
+
+    A row norm is finite iff the row is (barring overflow above ~1e154), so this validates the
+    input in the same memory pass that the distance computation needs anyway.
+    """
+    sq = np.einsum("nd,nd->n", arr, arr)
+    if not np.isfinite(sq).all():
+        _raise_if_not_finite(arr, name)
+        raise ValueError(f"{name}: values too large, squared row norms overflow float64")
+    return sq
+
+
+def _check_pair(
+    text_emb: object, motion_emb: object, check_finite: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Validate aligned ``(N, D)`` text and motion embeddings."""
-    t = _as_float_array(text_emb, "text_emb", 2, "(N, D) embeddings")
-    m = _as_float_array(motion_emb, "motion_emb", 2, "(N, D) embeddings")
+    t = _as_float_array(text_emb, "text_emb", 2, "(N, D) embeddings", check_finite=check_finite)
+    m = _as_float_array(motion_emb, "motion_emb", 2, "(N, D) embeddings", check_finite=check_finite)
     if t.shape != m.shape:
         raise ValueError(
             f"text_emb {t.shape} and motion_emb {m.shape} must have the same shape (rows are aligned pairs)"
@@ -195,7 +216,7 @@ def text_motion_scores_batched(
     Raises:
         ValueError: shape mismatch, non-finite values, ``N < batch_size`` or a bad ``top_k``.
     """
-    t, m = _check_pair(text_emb, motion_emb)
+    t, m = _check_pair(text_emb, motion_emb, check_finite=False)  # checked via the norms below
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     n_total, dim = t.shape
@@ -207,13 +228,11 @@ def text_motion_scores_batched(
     _check_top_k(top_k, batch_size)
     nb = n_total // batch_size
     n = nb * batch_size
+    sq_t = _squared_norms_checked(t, "text_emb")[:n].reshape(nb, batch_size)
+    sq_m = _squared_norms_checked(m, "motion_emb")[:n].reshape(nb, batch_size)
     tb = t[:n].reshape(nb, batch_size, dim)
     mb = m[:n].reshape(nb, batch_size, dim)
-    d2 = (
-        np.einsum("nbd,nbd->nb", tb, tb)[:, :, None]
-        + np.einsum("nbd,nbd->nb", mb, mb)[:, None, :]
-        - 2.0 * np.matmul(tb, mb.transpose(0, 2, 1))
-    )  # (nb, B, B)
+    d2 = sq_t[:, :, None] + sq_m[:, None, :] - 2.0 * np.matmul(tb, mb.transpose(0, 2, 1))  # (nb, B, B)
     dist = np.sqrt(np.maximum(d2, 0.0))
     hits = _cumulative_hits(_own_rank(dist), top_k)
     mm_dist = float(np.trace(dist, axis1=1, axis2=2).sum() / n)
@@ -325,7 +344,8 @@ def _check_psd_eigenvalues(w: np.ndarray, name: str) -> np.ndarray:
 
 def _check_symmetric(sigma: np.ndarray, name: str) -> None:
     scale = max(float(np.max(np.abs(sigma))), np.finfo(np.float64).tiny)
-    if not np.allclose(sigma, sigma.T, rtol=0.0, atol=1e-10 * scale):
+    asym = sigma - sigma.T
+    if float(np.max(np.abs(asym, out=asym))) > 1e-10 * scale:
         raise ValueError(f"{name} is not symmetric; pass a covariance from activation_statistics")
 
 

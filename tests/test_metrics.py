@@ -291,6 +291,12 @@ def test_errors_name_the_problem():
     bad[3, 1] = np.nan
     with pytest.raises(ValueError, match="text_emb: 1 non-finite"):
         text_motion_scores_batched(bad, motion)
+    tail_nan = motion.copy()
+    tail_nan[-1, 0] = np.nan  # row 39 falls in the dropped partial batch but still fails loudly
+    with pytest.raises(ValueError, match="motion_emb: 1 non-finite"):
+        r_precision_batched(text, tail_nan)
+    with pytest.raises(ValueError, match="overflow"):
+        r_precision_batched(text * 1e160, motion)
     with pytest.raises(ValueError, match="motion_emb"):
         matching_score(text, np.where(motion > 1, np.inf, motion))
     with pytest.raises(ValueError, match="at least one full batch"):
