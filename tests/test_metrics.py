@@ -321,3 +321,11 @@ def test_errors_name_the_problem():
         activation_statistics(np.zeros((1, 3)))
     with pytest.raises(ValueError, match="values"):
         mean_ci95([])
+
+
+def test_float32_inputs_are_scored_in_float64():
+    text, motion = _correlated_pairs(n=64, d=6, seed=8)
+    r64, mm64 = text_motion_scores_batched(text, motion)
+    r32, mm32 = text_motion_scores_batched(text.astype(np.float32), motion.astype(np.float32))
+    np.testing.assert_array_equal(r32, r64)
+    assert mm32 == pytest.approx(mm64, rel=1e-6)
