@@ -11,7 +11,9 @@ checkpoints and metrics depend on them:
 - chains that start at a non-root joint (the arms) restart from the root rotation;
 - root linear velocity is expressed in the facing frame of the *later* frame, joint velocities in
   the facing frame of the *earlier* frame; the root angular velocity is stored as a half angle;
-- foot contacts are a squared-displacement threshold with no height test.
+- foot contacts are a squared-displacement threshold with no height test;
+- the root angular velocity is ``arcsin(dq.y)`` even on the frame where the facing crosses ±180°
+  (wrong sign there; ``continuous_yaw=True`` fixes it, see :func:`joints_to_features`).
 
 Per-dataset constants come from :func:`data.specs.get_dataset_spec`. All computations run in float64
 and are vectorised over frames (and over sequences in :func:`joints_to_features_batch`); features
@@ -256,7 +258,7 @@ def foot_contacts(
     return (np.einsum("...i,...i->...", disp, disp) < thr).astype(np.float32)
 
 
-def _features(g: np.ndarray, spec: DatasetSpec, feet_threshold: float) -> np.ndarray:
+def _features(g: np.ndarray, spec: DatasetSpec, feet_threshold: float, continuous_yaw: bool) -> np.ndarray:
     """Spec 1.4 steps 5-11 on canonical positions ``(B, T, J, 3)`` → ``(B, T-1, D)`` float32."""
     bsz, t, j, _ = g.shape
     sl = spec.feature_slices
@@ -267,9 +269,15 @@ def _features(g: np.ndarray, spec: DatasetSpec, feet_threshold: float) -> np.nda
     rmat = quat_to_matrix(root_quat)  # (B, T, 3, 3)
     rmat_t = np.swapaxes(rmat, -1, -2)
 
-    # Root angular velocity: half yaw increment, arcsin(y) of r[t+1] ⊗ r[t]^-1.
+    # Root angular velocity: half yaw increment, arcsin(y) of r[t+1] ⊗ r[t]^-1. The root quaternions
+    # have w >= 0, so when the facing crosses ±180° dq is the negated representative and the published
+    # value has the wrong sign for that frame (recovery then drifts by twice the increment);
+    # continuous_yaw picks the w >= 0 representative instead.
     dq = qmul(root_quat[:, 1:], qinv(root_quat[:, :-1]))
-    out[..., sl["root_rot_velocity"]] = np.arcsin(np.clip(dq[..., 2:3], -1.0, 1.0))
+    dq_y = dq[..., 2:3]
+    if continuous_yaw:
+        dq_y = np.where(dq[..., 0:1] < 0, -dq_y, dq_y)
+    out[..., sl["root_rot_velocity"]] = np.arcsin(np.clip(dq_y, -1.0, 1.0))
     # Root linear velocity in the facing frame of the later frame.
     root_disp = g[:, 1:, 0] - g[:, :-1, 0]
     vel = np.matmul(rmat[:, 1:], root_disp[..., None])[..., 0]
@@ -319,6 +327,11 @@ def canonicalize_joints(
         computed; ``recover_from_ric(joints_to_features(j))`` equals ``canonicalize_joints(j)[:-1]``.
     """
     arr, spec = _prepare(joints, dataset, "canonicalize_joints")
+    if arr.ndim > 4:
+        raise ValueError(
+            f"canonicalize_joints: expected (T, {spec.joints_num}, 3) or (B, T, {spec.joints_num}, 3) for "
+            f"dataset {spec.name!r}, got {arr.shape}"
+        )
     tgt_len = _target_lengths(spec, target_joints)
     batched = arr.ndim == 4
     g = _canonicalize(arr if batched else arr[None], spec, tgt_len)
@@ -330,6 +343,8 @@ def joints_to_features(
     dataset: str | DatasetSpec = "humanml3d",
     target_joints: object | None = None,
     feet_threshold: float | None = None,
+    *,
+    continuous_yaw: bool = False,
 ) -> np.ndarray:
     """Joint positions → HumanML3D-style features (spec 1.4/1.5).
 
@@ -341,6 +356,11 @@ def joints_to_features(
             the dataset's built-in default (``spec.target_bone_lengths``).
         feet_threshold: squared per-frame foot displacement below which a contact is set; ``None``
             uses the dataset's published value.
+        continuous_yaw: ``False`` (default) stores ``arcsin(dq.y)`` exactly as published, which has the
+            wrong sign on the frame where the facing crosses ±180° relative to frame 0 (one scalar
+            per crossing; ``recover_from_ric`` then turns the rest of the clip by twice that
+            increment). ``True`` stores the true half increment there, so the round trip is exact for
+            any amount of turning; all other values are identical.
 
     Returns:
         ``(T-1, D)`` float32 features (``D = spec.feat_dim``).
@@ -354,7 +374,9 @@ def joints_to_features(
             f"joints_to_features: expected shape (T, {spec.joints_num}, 3) for dataset {spec.name!r}, "
             f"got {arr.shape}; use joints_to_features_batch for (B, T, J, 3)"
         )
-    return joints_to_features_batch(arr[None], spec, target_joints, feet_threshold)[0]
+    return joints_to_features_batch(
+        arr[None], spec, target_joints, feet_threshold, continuous_yaw=continuous_yaw
+    )[0]
 
 
 def joints_to_features_batch(
@@ -362,13 +384,15 @@ def joints_to_features_batch(
     dataset: str | DatasetSpec = "humanml3d",
     target_joints: object | None = None,
     feet_threshold: float | None = None,
+    *,
+    continuous_yaw: bool = False,
 ) -> np.ndarray | list[np.ndarray]:
     """Batched :func:`joints_to_features`; identical results, less per-call overhead.
 
     Args:
         joints: ``(B, T, J, 3)`` array, or a sequence of ``(T_i, J, 3)`` arrays (grouped by length
             internally and processed group by group).
-        dataset, target_joints, feet_threshold: as in :func:`joints_to_features`.
+        dataset, target_joints, feet_threshold, continuous_yaw: as in :func:`joints_to_features`.
 
     Returns:
         ``(B, T-1, D)`` float32 for an array input, else a list of ``(T_i - 1, D)`` arrays in input order.
@@ -384,7 +408,7 @@ def joints_to_features_batch(
                 f"{spec.name!r}, got {arr.shape}"
             )
         _check_joints(arr, spec, "joints_to_features_batch")
-        return _features(_canonicalize(arr, spec, tgt_len), spec, thr)
+        return _features(_canonicalize(arr, spec, tgt_len), spec, thr, continuous_yaw)
     seqs = [_as_numpy(x) for x in joints]
     by_len: dict[int, list[int]] = {}
     for i, seq in enumerate(seqs):
@@ -396,7 +420,9 @@ def joints_to_features_batch(
         by_len.setdefault(seq.shape[0], []).append(i)
     results: list[np.ndarray] = [np.empty(0)] * len(seqs)
     for idx in by_len.values():
-        feats = _features(_canonicalize(np.stack([seqs[i] for i in idx]), spec, tgt_len), spec, thr)
+        feats = _features(
+            _canonicalize(np.stack([seqs[i] for i in idx]), spec, tgt_len), spec, thr, continuous_yaw
+        )
         for k, i in enumerate(idx):
             results[i] = feats[k]
     return results
