@@ -1,0 +1,433 @@
+"""Training the Guo et al. text/motion extractors on a dataset in the HumanML3D layout.
+
+Guo et al. (CVPR 2022) trained the evaluator in two steps, and so do we (spec section 4.3):
+
+1. **Movement autoencoder** (Guo's ``Decomp_SP001_SM001_H512``): ``MovementConvEncoder`` +
+   ``MovementConvDecoder`` reconstruct random windows of normalised features (the encoder sees the
+   features without the 4 contact dims, the decoder rebuilds all D). Loss
+   ``L1(x_hat, x) + lambda_sp * mean|z| + lambda_sm * L1(z[:, 1:], z[:, :-1])`` (sparsity and
+   smoothness of the latent steps, both 0.01). Only the encoder is kept.
+2. **Text-motion matching** (``train_tex_mot_match``): with the movement encoder frozen, the
+   text and motion GRU encoders learn a co-embedding with the contrastive margin loss
+   ``L(t, m, y) = (1 - y) d^2 + y max(0, margin - d)^2`` (``d = ||t - m||``, margin 10): positives
+   are the aligned pairs (``y = 0``), negatives the batch's motions shifted by a random
+   ``s in [1, B-1]`` (``y = 1``; the published code can draw ``s = 0``, i.e. label positives as
+   negatives, which we do not copy). Adam 1e-4, batch 32. Data = the evaluation items of spec 1.8
+   (random caption, {single, single, double} crop, evaluator normalisation, padding to 196), with
+   the epoch as the replication index. The checkpoint with the lowest validation loss is saved as
+   ``finest.tar`` in the released layout.
+
+Normalisation rule for OUR evaluators (``evaluator_meta``): ``mean = dataset Mean``, ``std =
+dataset Std`` with the root dims ``[0, 4)`` and the 4 contact dims divided by ``feat_bias`` (5)
+ONCE, the documented intent of Guo's feat_bias. The released meta files may carry the factor
+twice (spec section 2); that never matters as long as every consumer loads ``meta/{mean,std}.npy``
+rather than rebuilding them, which all our code does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data.datasets import (
+    ClipIndex,
+    EvalBatch,
+    EvalMotionTextDataset,
+    build_clip_index,
+    eval_collate,
+    replication_batches,
+)
+from data.runtime import MetricsLogger, is_main_process
+from data.specs import DatasetSpec
+from data.vq_data import Clip, MotionWindows
+from eval.metrics import text_motion_scores_batched
+from models.evaluator import (
+    CONTACT_DIMS,
+    EvaluatorDims,
+    MotionEncoderBiGRUCo,
+    MovementConvDecoder,
+    MovementConvEncoder,
+    TextEncoderBiGRUCo,
+    build_networks,
+    save_guo_checkpoint,
+)
+
+logger = logging.getLogger(__name__)
+
+_NEG_SHIFT_TAG = 0x5EED5
+"""Extra seed word keeping the negative-shift stream apart from the dataset's streams."""
+
+
+@dataclass
+class EvaluatorModelConfig:
+    """Network sizes; the defaults are the released ones (``load_guo_evaluator`` reads them back)."""
+
+    dim_text_hidden: int = 512
+    dim_motion_hidden: int = 1024
+    dim_coemb: int = 512
+    """Co-embedding size (the API contract's 512; keep it for metric comparability)."""
+    dim_movement_enc_hidden: int = 512
+    dim_movement_latent: int = 512
+    dim_movement_dec_hidden: int = 512
+
+    def dims(self, spec: DatasetSpec) -> EvaluatorDims:
+        return EvaluatorDims(
+            dim_pose=spec.feat_dim, dim_text_hidden=self.dim_text_hidden,
+            dim_motion_hidden=self.dim_motion_hidden, dim_coemb=self.dim_coemb,
+            dim_movement_enc_hidden=self.dim_movement_enc_hidden, dim_movement_latent=self.dim_movement_latent,
+        )  # fmt: skip
+
+
+@dataclass
+class MovementAEConfig:
+    """Movement autoencoder pre-training (Guo's decomposition network)."""
+
+    window: int = 24
+    """Frames per training window (a multiple of 4)."""
+    batch_size: int = 128
+    iters: int = 20000
+    lr: float = 1e-4
+    lambda_sparsity: float = 0.01
+    lambda_smooth: float = 0.01
+    log_every: int = 200
+
+
+@dataclass
+class EvaluatorTrainConfig:
+    """Train a Guo-style evaluator; see ``models/evaluator_training.py`` for the recipe."""
+
+    dataset: str = "humanml3d"
+    """Dataset registry name (feature dim, fps, length limits)."""
+    dataset_root: str = "runs/demo/SynthML"
+    glove_dir: str = "runs/demo/glove"
+    """Folder with ``our_vab_*`` word vectors (prepare/build_word_vectors.py or the released copy)."""
+    output_dir: str = "runs/demo/evaluator"
+    seed: int = 0
+    mean_file: str = ""
+    """Dataset mean (empty: ``<dataset_root>/Mean.npy``); the meta is derived from it."""
+    std_file: str = ""
+    """Dataset std (empty: ``<dataset_root>/Std.npy``)."""
+    feat_bias: float = 5.0
+    """Root dims [0, 4) and contact dims get std / feat_bias in the evaluator meta (applied once)."""
+    model: EvaluatorModelConfig = field(default_factory=EvaluatorModelConfig)
+    movement: MovementAEConfig = field(default_factory=MovementAEConfig)
+    train_split: str = "train"
+    val_split: str = "val"
+    batch_size: int = 32
+    """Matching batch; also the number of candidates the shifted negatives come from."""
+    lr: float = 1e-4
+    epochs: int = 100
+    margin: float = 10.0
+    """Contrastive margin for negatives."""
+    grad_clip: float = 0.0
+    """Max gradient norm (0 = off; the published recipe does not clip)."""
+    final_split: str = "test"
+    """Split scored with the ground-truth protocol after training (empty = skip)."""
+    final_replications: int = 3
+    num_threads: int = 0
+    """torch threads (0 = torch's default)."""
+    on_error: Literal["raise", "skip"] = "raise"
+    max_skip_fraction: float = 0.05
+    progress: bool = True
+    force: bool = False
+    """Retrain even when ``finest.tar`` and ``train_result.json`` exist."""
+
+    def __post_init__(self) -> None:
+        if self.movement.window % 4 or self.movement.window <= 0:
+            raise ValueError(f"movement.window={self.movement.window} must be a positive multiple of 4")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size={self.batch_size} must be >= 2 (negatives come from the batch)")
+        if self.feat_bias <= 0:
+            raise ValueError(f"feat_bias={self.feat_bias} must be positive")
+
+
+def evaluator_meta(
+    mean: np.ndarray, std: np.ndarray, spec: DatasetSpec, feat_bias: float = 5.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Our evaluator normalisation: dataset mean; dataset std with root and contact dims / feat_bias.
+
+    ``std[0:4] /= feat_bias`` (root rotation velocity, root linear velocity, root height) and
+    ``std[-4:] /= feat_bias`` (foot contacts), once. Returns new float32 ``(D,)`` arrays.
+    """
+    s = spec.feature_slices
+    root = slice(s["root_rot_velocity"].start, s["root_y"].stop)
+    out = np.array(std, dtype=np.float32)
+    out[root] /= feat_bias
+    out[s["foot_contact"]] /= feat_bias
+    return np.array(mean, dtype=np.float32), out
+
+
+def contrastive_loss(a: torch.Tensor, b: torch.Tensor, negative: bool, margin: float) -> torch.Tensor:
+    """Mean of ``d^2`` (positives) or ``max(0, margin - d)^2`` (negatives), ``d = ||a - b||``.
+
+    ``a, b``: ``(B, E)``. Same pairwise distance as the published loss (``F.pairwise_distance``,
+    eps 1e-6).
+    """
+    d = F.pairwise_distance(a, b)
+    if negative:
+        return torch.clamp(margin - d, min=0.0).pow(2).mean()
+    return d.pow(2).mean()
+
+
+def negative_shift(batch: int, seed: int, epoch: int, step: int) -> int:
+    """Roll amount in ``[1, batch - 1]`` pairing each text with another item's motion."""
+    return int(np.random.default_rng([seed, epoch, step, _NEG_SHIFT_TAG]).integers(1, batch))
+
+
+# ----------------------------------------------------------------------------------------------
+# Step 1: movement autoencoder
+# ----------------------------------------------------------------------------------------------
+
+
+def train_movement_autoencoder(
+    windows: MotionWindows,
+    encoder: MovementConvEncoder,
+    decoder: MovementConvDecoder,
+    cfg: MovementAEConfig,
+    metrics: MetricsLogger | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Fit the movement AE on ``windows`` (``(B, window, D)`` normalised batches); returns last losses."""
+    params = [*encoder.parameters(), *decoder.parameters()]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    encoder.train()
+    decoder.train()
+    last: dict[str, float] = {}
+    bar = tqdm(range(cfg.iters), desc="movement AE", disable=not (progress and is_main_process()))
+    for step in bar:
+        x = windows.batch(step)  # (B, W, D)
+        z = encoder(x[..., :-CONTACT_DIMS])  # (B, W/4, latent)
+        x_hat = decoder(z)  # (B, W, D)
+        rec = F.l1_loss(x_hat, x)
+        sparsity = z.abs().mean()
+        smooth = F.l1_loss(z[:, 1:], z[:, :-1])
+        loss = rec + cfg.lambda_sparsity * sparsity + cfg.lambda_smooth * smooth
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        last = {"rec": rec.item(), "sparsity": sparsity.item(), "smooth": smooth.item()}
+        if step % cfg.log_every == 0 or step == cfg.iters - 1:
+            bar.set_postfix(rec=f"{last['rec']:.4f}")
+            if metrics is not None:
+                metrics.log(stage="movement_ae", step=step, **last)
+    encoder.eval()
+    decoder.eval()
+    return last
+
+
+def windows_from_index(index: ClipIndex, mean: np.ndarray, std: np.ndarray, window: int, batch_size: int,
+                       seed: int) -> MotionWindows:  # fmt: skip
+    """Seeded random windows over every entry of ``index`` long enough, normalised with ``mean/std``."""
+    clips = [
+        Clip(motion_id=e.name, motion=((index.motion(i) - mean) / std).astype(np.float32))
+        for i, e in enumerate(index.entries)
+        if e.length >= window
+    ]
+    return MotionWindows(clips, window=window, batch_size=min(batch_size, len(clips)), seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Step 2: text-motion matching
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MatchingModel:
+    """The three encoders being trained (movement frozen) with one forward for a batch."""
+
+    text: TextEncoderBiGRUCo
+    motion: MotionEncoderBiGRUCo
+    movement: MovementConvEncoder
+    unit_length: int
+
+    def forward(self, batch: EvalBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(text_emb (B, E), motion_emb (B, E))`` aligned with the batch rows."""
+        with torch.no_grad():
+            movements = self.movement(batch.motions[..., :-CONTACT_DIMS])
+        steps = torch.div(batch.m_lengths, self.unit_length, rounding_mode="floor")
+        m = self.motion(movements, steps)
+        t = self.text(batch.word_embs, batch.pos_onehot, batch.sent_lens)
+        return t, m
+
+    def train(self, mode: bool = True) -> None:
+        self.text.train(mode)
+        self.motion.train(mode)
+        self.movement.eval()
+
+
+def _batch(ds: EvalMotionTextDataset, idx: np.ndarray, epoch: int) -> EvalBatch:
+    return eval_collate([ds.get_item(int(i), epoch) for i in idx])
+
+
+def matching_losses(
+    model: MatchingModel, batch: EvalBatch, shift: int, margin: float
+) -> tuple[torch.Tensor, ...]:
+    """``(loss, loss_pos, loss_neg, text_emb, motion_emb)`` for one batch."""
+    t, m = model.forward(batch)
+    pos = contrastive_loss(t, m, negative=False, margin=margin)
+    neg = contrastive_loss(t, torch.roll(m, shifts=-shift, dims=0), negative=True, margin=margin)
+    return pos + neg, pos, neg, t, m
+
+
+@torch.no_grad()
+def validate_matching(
+    model: MatchingModel, ds: EvalMotionTextDataset, cfg: EvaluatorTrainConfig
+) -> dict[str, float]:
+    """Validation loss (replication 0, fixed shifts) and R-precision / MM-Dist on its batches."""
+    model.train(False)
+    batches = replication_batches(len(ds), batch_size=cfg.batch_size, seed=cfg.seed, replication=0)
+    if not batches:
+        raise ValueError(f"validation split has {len(ds)} items, fewer than batch_size={cfg.batch_size}")
+    tot = pos_tot = neg_tot = 0.0
+    ts, ms = [], []
+    for k, idx in enumerate(batches):
+        loss, pos, neg, t, m = matching_losses(
+            model, _batch(ds, idx, 0), negative_shift(len(idx), cfg.seed, -1, k), cfg.margin
+        )
+        tot, pos_tot, neg_tot = tot + loss.item(), pos_tot + pos.item(), neg_tot + neg.item()
+        ts.append(t.numpy())
+        ms.append(m.numpy())
+    rprec, mm = text_motion_scores_batched(np.concatenate(ts), np.concatenate(ms), batch_size=cfg.batch_size)
+    n = len(batches)
+    return {"val_loss": tot / n, "val_pos": pos_tot / n, "val_neg": neg_tot / n, "val_top1": float(rprec[0]),
+            "val_top2": float(rprec[1]), "val_top3": float(rprec[2]), "val_mm_dist": mm}  # fmt: skip
+
+
+def train_matching(
+    model: MatchingModel,
+    train_ds: EvalMotionTextDataset,
+    val_ds: EvalMotionTextDataset,
+    cfg: EvaluatorTrainConfig,
+    finest_path: Path,
+    metrics: MetricsLogger | None = None,
+) -> dict[str, float]:
+    """Contrastive co-embedding training; saves ``finest_path`` at each new lowest validation loss.
+
+    Returns the validation record of the best epoch (plus ``best_epoch``).
+    """
+    params = [*model.text.parameters(), *model.motion.parameters()]
+    opt_text = torch.optim.Adam(model.text.parameters(), lr=cfg.lr)
+    opt_motion = torch.optim.Adam(model.motion.parameters(), lr=cfg.lr)
+    best: dict[str, float] = {"val_loss": float("inf")}
+    it = 0
+    for epoch in range(cfg.epochs):
+        model.train(True)
+        batches = replication_batches(
+            len(train_ds), batch_size=cfg.batch_size, seed=cfg.seed, replication=epoch
+        )
+        if not batches:
+            raise ValueError(f"train split has {len(train_ds)} items, fewer than batch_size={cfg.batch_size}")
+        run = {"loss": 0.0, "pos": 0.0, "neg": 0.0}
+        bar = tqdm(batches, desc=f"matching epoch {epoch}", leave=False,
+                   disable=not (cfg.progress and is_main_process()))  # fmt: skip
+        for k, idx in enumerate(bar):
+            shift = negative_shift(len(idx), cfg.seed, epoch, k)
+            loss, pos, neg, _, _ = matching_losses(model, _batch(train_ds, idx, epoch), shift, cfg.margin)
+            opt_text.zero_grad(set_to_none=True)
+            opt_motion.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt_text.step()
+            opt_motion.step()
+            it += 1
+            run = {
+                "loss": run["loss"] + loss.item(),
+                "pos": run["pos"] + pos.item(),
+                "neg": run["neg"] + neg.item(),
+            }
+        train_rec = {f"train_{k}": v / len(batches) for k, v in run.items()}
+        val = validate_matching(model, val_ds, cfg)
+        improved = val["val_loss"] < best["val_loss"]
+        if improved:
+            best = {**val, "best_epoch": epoch}
+            if is_main_process():
+                save_guo_checkpoint(
+                    finest_path, model.text, model.motion, model.movement, epoch=epoch, it=it,
+                    optimizers={"opt_text_encoder": opt_text, "opt_motion_encoder": opt_motion},
+                )  # fmt: skip
+        logger.info(
+            "epoch %d: train loss %.3f (pos %.3f neg %.3f) | val loss %.3f top1 %.3f top3 %.3f mm %.3f%s",
+            epoch, train_rec["train_loss"], train_rec["train_pos"], train_rec["train_neg"], val["val_loss"],
+            val["val_top1"], val["val_top3"], val["val_mm_dist"], " *" if improved else "",
+        )  # fmt: skip
+        if metrics is not None:
+            metrics.log(stage="matching", epoch=epoch, iter=it, **train_rec, **val)
+    return best
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole recipe
+# ----------------------------------------------------------------------------------------------
+
+
+def train_evaluator(
+    cfg: EvaluatorTrainConfig,
+    spec: DatasetSpec,
+    train_index: ClipIndex,
+    val_index: ClipIndex,
+    vectorizer,
+    mean: np.ndarray,
+    std: np.ndarray,
+    out: Path,
+) -> dict[str, object]:
+    """Run both steps and write ``meta/{mean,std}.npy``, ``movement_ae.pt``, ``finest.tar``.
+
+    ``mean``/``std`` are the DATASET statistics; the evaluator meta is derived with ``evaluator_meta``.
+    Returns a summary (best validation record, timings, paths).
+    """
+    ev_mean, ev_std = evaluator_meta(mean, std, spec, cfg.feat_bias)
+    meta_dir = out / "meta"
+    if is_main_process():
+        meta_dir.mkdir(parents=True, exist_ok=True)
+        np.save(meta_dir / "mean.npy", ev_mean)
+        np.save(meta_dir / "std.npy", ev_std)
+    metrics = MetricsLogger(out / "metrics.jsonl")
+    text, motion, movement = build_networks(cfg.model.dims(spec))
+    decoder = MovementConvDecoder(
+        cfg.model.dim_movement_latent, cfg.model.dim_movement_dec_hidden, spec.feat_dim
+    )
+
+    t0 = time.time()
+    windows = windows_from_index(
+        train_index, ev_mean, ev_std, cfg.movement.window, cfg.movement.batch_size, cfg.seed
+    )
+    ae = train_movement_autoencoder(windows, movement, decoder, cfg.movement, metrics, cfg.progress)
+    t_ae = time.time() - t0
+    if is_main_process():
+        torch.save({"movement_encoder": movement.state_dict(), "movement_decoder": decoder.state_dict(),
+                    "iters": cfg.movement.iters}, out / "movement_ae.pt")  # fmt: skip
+    logger.info("movement AE: %d iters in %.0fs, final %s", cfg.movement.iters, t_ae, ae)
+
+    movement.requires_grad_(False)
+    model = MatchingModel(text=text, motion=motion, movement=movement, unit_length=spec.unit_length)
+    train_ds = EvalMotionTextDataset(train_index, vectorizer, ev_mean, ev_std, seed=cfg.seed)
+    val_ds = EvalMotionTextDataset(val_index, vectorizer, ev_mean, ev_std, seed=cfg.seed)
+    t1 = time.time()
+    best = train_matching(model, train_ds, val_ds, cfg, out / "finest.tar", metrics)
+    t_match = time.time() - t1
+    summary: dict[str, object] = {
+        "finest": str(out / "finest.tar"), "meta_dir": str(meta_dir), "best": best,
+        "movement_ae": ae, "seconds_movement_ae": round(t_ae, 1), "seconds_matching": round(t_match, 1),
+        "train_items": len(train_ds), "val_items": len(val_ds), "seed": cfg.seed,
+    }  # fmt: skip
+    if is_main_process():
+        (out / "train_result.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def load_index(cfg: EvaluatorTrainConfig, spec: DatasetSpec, split: str) -> ClipIndex:
+    """Clip index of ``split`` with the dataset's length filter and the config's skip policy."""
+    return build_clip_index(
+        cfg.dataset_root, split, spec, on_error=cfg.on_error, max_skip_fraction=cfg.max_skip_fraction,
+        progress=cfg.progress,
+    )  # fmt: skip
