@@ -233,7 +233,8 @@ def build_stage1(
     return Example(spec.name if spec else ann.task, system, user, segments)
 
 
-def _is_no_refinement(refinement: str) -> bool:
+def is_no_refinement(refinement: str) -> bool:
+    """Whether a refinement text means the motion needs no change (section 6.1 rules)."""
     r = refinement.strip()
     return r in _NO_REFINEMENT_EXACT or any(s in r for s in _NO_REFINEMENT_SUB) or len(r.split(" ")) <= 3
 
@@ -257,7 +258,7 @@ def choose_attempts(cand: Candidate, rng: random.Random, max_attempts: int = 4) 
     kept = []
     for k in keys:
         a = cand.texts.get(assess_key(k))
-        if isinstance(a, Assessment) and not _is_no_refinement(a.refinement):
+        if isinstance(a, Assessment) and not is_no_refinement(a.refinement):
             kept.append(k)
     return kept
 
