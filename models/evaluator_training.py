@@ -26,7 +26,6 @@ rather than rebuilding them, which all our code does.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -65,6 +64,8 @@ logger = logging.getLogger(__name__)
 
 _NEG_SHIFT_TAG = 0x5EED5
 """Extra seed word keeping the negative-shift stream apart from the dataset's streams."""
+_VAL_EPOCH = 1 << 30
+"""Epoch number of the fixed validation shifts (never a training epoch)."""
 
 
 @dataclass
@@ -123,7 +124,7 @@ class EvaluatorTrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     batch_size: int = 32
-    """Matching batch; also the number of candidates the shifted negatives come from."""
+    """Matching batch (negatives come from it) and the R-precision batch of the final evaluation (32)."""
     lr: float = 1e-4
     epochs: int = 100
     margin: float = 10.0
@@ -133,6 +134,8 @@ class EvaluatorTrainConfig:
     final_split: str = "test"
     """Split scored with the ground-truth protocol after training (empty = skip)."""
     final_replications: int = 3
+    final_diversity_times: int = 300
+    """Diversity pairs for the final ground-truth evaluation (must be below the scored samples)."""
     num_threads: int = 0
     """torch threads (0 = torch's default)."""
     on_error: Literal["raise", "skip"] = "raise"
@@ -291,7 +294,7 @@ def validate_matching(
     ts, ms = [], []
     for k, idx in enumerate(batches):
         loss, pos, neg, t, m = matching_losses(
-            model, _batch(ds, idx, 0), negative_shift(len(idx), cfg.seed, -1, k), cfg.margin
+            model, _batch(ds, idx, 0), negative_shift(len(idx), cfg.seed, _VAL_EPOCH, k), cfg.margin
         )
         tot, pos_tot, neg_tot = tot + loss.item(), pos_tot + pos.item(), neg_tot + neg.item()
         ts.append(t.numpy())
@@ -380,7 +383,7 @@ def train_evaluator(
     std: np.ndarray,
     out: Path,
 ) -> dict[str, object]:
-    """Run both steps and write ``meta/{mean,std}.npy``, ``movement_ae.pt``, ``finest.tar``.
+    """Run both steps and write ``meta/{mean,std}.npy``, ``movement_ae.pt``, ``finest.tar``, ``metrics.jsonl``.
 
     ``mean``/``std`` are the DATASET statistics; the evaluator meta is derived with ``evaluator_meta``.
     Returns a summary (best validation record, timings, paths).
@@ -420,8 +423,6 @@ def train_evaluator(
         "movement_ae": ae, "seconds_movement_ae": round(t_ae, 1), "seconds_matching": round(t_match, 1),
         "train_items": len(train_ds), "val_items": len(val_ds), "seed": cfg.seed,
     }  # fmt: skip
-    if is_main_process():
-        (out / "train_result.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
