@@ -75,8 +75,16 @@ def inspect_file(
 
 
 def find_annotation_files(folder: str | Path) -> list[Path]:
-    """The ``*.json`` annotation files under ``folder`` (stage-0, stage-1/, stage-2/), sorted."""
-    return sorted(p for p in Path(folder).rglob("*.json") if p.is_file())
+    """The annotation files under ``folder``: ``stage*.json`` and ``stage*/**.json`` (sorted).
+
+    Other JSON files (e.g. the engine's ``engine_summary.json``) are not annotation files.
+    """
+    root = Path(folder)
+    return sorted(
+        p
+        for p in root.rglob("*.json")
+        if p.is_file() and any(part.startswith("stage") for part in p.relative_to(root).parts)
+    )
 
 
 def _make_code_source(args: argparse.Namespace, resolver: MotionResolver) -> CodeLookup:

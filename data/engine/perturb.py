@@ -63,7 +63,7 @@ class Change:
 
     def to_dict(self) -> dict[str, Any]:
         def conv(v: Any) -> Any:
-            return v.to_dict() if isinstance(v, ActionSpec) else v
+            return v.to_dict() if isinstance(v, ActionSpec | MotionProgram) else v
 
         return {
             "kind": self.kind,
@@ -185,6 +185,7 @@ def _one_change(
     index_map: list[int | None],
     stated_all: Stated,
     used: set[tuple[int, str]],
+    stated_any: Stated | None = None,
 ) -> tuple[MotionProgram, Change] | None:
     """A random attribute (else truncation) change on an unused goal attribute, stated ones first.
 
@@ -205,7 +206,10 @@ def _one_change(
     def stated_key(p: tuple[int, str]) -> tuple[int | None, str]:
         return index_map[p[0]], p[1].split(":")[-1]
 
-    preferred = [p for p in cands if stated_key(p) in stated_all] or cands
+    # stated by every caption > by some caption > (only when stated_any is None) any attribute
+    preferred = [p for p in cands if stated_key(p) in stated_all] or [
+        p for p in cands if stated_any is None or stated_key(p) in stated_any
+    ]
     for k in rng.permutation(len(preferred)):
         idx, attr = preferred[int(k)]
         res = (
@@ -225,7 +229,11 @@ _INDEX_MAPS = {"drop_second": [0], "replace_second": [0, None], "swap_order": [1
 
 
 def imperfect_ladder(
-    rng: np.random.Generator, goal: MotionProgram, stated_all: Stated, n: int = 4
+    rng: np.random.Generator,
+    goal: MotionProgram,
+    stated_all: Stated,
+    n: int = 4,
+    stated_any: Stated | None = None,
 ) -> list[Imperfect]:
     """``n`` imperfect versions of ``goal``, worst first (see the module docstring).
 
@@ -234,6 +242,10 @@ def imperfect_ladder(
         goal: the goal program.
         stated_all: attributes every caption of the goal states (preferred for perturbation).
         n: rungs; rung 0 is an unrelated action, the last a single change.
+        stated_any: attributes some caption states; when given, attribute changes are limited to
+            these (a change no caption states would read as "no refinement needed" for all of
+            them), and a rung with no such change falls back to a structural change, else to an
+            unrelated action.
     """
     ladder: list[Imperfect] = []
     if n <= 0:
@@ -245,12 +257,16 @@ def imperfect_ladder(
         program, changes, used = goal, [], set()
         index_map: list[int | None] = list(range(len(goal.actions)))
         structs = structural(rng, goal)
-        if structs and rng.random() < 0.5:
+        stated_pool = [
+            (i, a) for i, act in enumerate(goal.actions) for a in act.meaningful()
+            if stated_any is None or (i, a) in stated_any
+        ]  # fmt: skip
+        if structs and (rng.random() < 0.5 or not stated_pool):
             program, ch = structs[int(rng.integers(len(structs)))]
             changes.append(ch)
             index_map = list(_INDEX_MAPS[ch.kind])
         while len(changes) < n_changes:
-            res = _one_change(rng, program, index_map, stated_all, used)
+            res = _one_change(rng, program, index_map, stated_all, used, stated_any)
             if res is None:
                 break
             program, ch = res

@@ -281,7 +281,8 @@ def run_engine(cfg: EngineConfig) -> EngineSummary:
         g = rec.goal
         rng = np.random.default_rng([cfg.seed, zlib.crc32(g.motion_id.encode())])
         stated_all = frozenset.intersection(*g.stated) if g.stated else frozenset()
-        ladder = imperfect_ladder(rng, g.program, stated_all, cfg.variants_per_goal)
+        stated_any = frozenset.union(*g.stated) if g.stated else frozenset()
+        ladder = imperfect_ladder(rng, g.program, stated_all, cfg.variants_per_goal, stated_any)
         vs = []
         for k, imp in enumerate(ladder):
             mid = str(start + gi * cfg.variants_per_goal + k).zfill(spec.id_digits)
