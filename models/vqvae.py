@@ -129,8 +129,11 @@ class ResConv1DBlock(nn.Module):
         self.conv2 = nn.Conv1d(width, width, kernel_size=1)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        # In-place ReLU/add on fresh conv outputs save two memory passes per block (CPU inference is
+        # partly memory-bound); autograd allows it because a conv does not keep its output.
         h = _mask(self.conv1(F.relu(x)), lengths)
-        return _mask(x + self.conv2(F.relu(h)), lengths)
+        out = self.conv2(F.relu_(h))
+        return _mask(out.add_(x), lengths)
 
 
 class Resnet1D(nn.Module):
@@ -166,6 +169,8 @@ def _run(module: nn.Module, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, 
         if lengths is not None:
             lengths = lengths * int(module.scale_factor)
         return x, lengths
+    if isinstance(module, nn.ReLU):
+        return F.relu_(x), lengths  # always follows a conv here, whose output is not needed again
     return module(x), lengths
 
 

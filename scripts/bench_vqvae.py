@@ -1,0 +1,117 @@
+"""CPU throughput of VQ-VAE encode + decode against this machine's float32 matmul peak.
+
+Measures, in one run and interleaved round by round (so that load from other processes hits both
+alike): (a) the float32 matmul peak, best GFLOP/s of ``torch.mm`` on square 1024/2048 matrices,
+and (b) ``encode`` + ``decode`` of B x 196-frame motions (B = 1 and 64) with the released
+architecture. FLOPs are counted from the architecture: 2 x MACs of every Conv1d (the quantiser's
+distance matmul is listed separately and left out of the ratio). Best time over rounds is kept.
+
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/bench_vqvae.py
+    .venv/bin/python scripts/bench_vqvae.py --threads 2 --rounds 5 --batch-sizes 1 64
+
+Prints frames/second, GFLOP/s and the share of the matmul peak for each batch size (target: >= 60%
+for batch 64), and the same for the plain PyTorch path (``--compare-plain``) as a baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.vqvae import MotionVQVAE, VQVAEConfig  # noqa: E402
+
+
+def conv_flops_per_sample(vq: MotionVQVAE, frames: int) -> tuple[float, float]:
+    """(conv FLOPs, quantiser distance FLOPs) of encode + decode of one ``frames``-frame motion."""
+    total = 0.0
+
+    def hook(mod: torch.nn.Conv1d, _inp, out: torch.Tensor) -> None:
+        nonlocal total
+        b, c_out, length = out.shape
+        total += 2.0 * b * c_out * length * (mod.in_channels // mod.groups) * mod.kernel_size[0]
+
+    handles = [m.register_forward_hook(hook) for m in vq.modules() if isinstance(m, torch.nn.Conv1d)]
+    with torch.inference_mode():
+        codes = vq.encode(torch.zeros(1, frames, vq.nfeats))
+        vq.decode(codes)
+    for h in handles:
+        h.remove()
+    n = frames // vq.frames_per_code
+    return total, 2.0 * n * vq.nb_code * vq.config.code_dim
+
+
+def time_best(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: cores)")
+    parser.add_argument("--frames", type=int, default=196)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds")
+    parser.add_argument("--nfeats", type=int, default=263)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--compare-plain", action="store_true", help="also time the plain PyTorch conv path")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = VQVAEConfig(width=args.width, code_dim=args.width, output_emb_width=args.width)
+    vq = MotionVQVAE(args.nfeats, cfg).eval()
+    conv_flops, quant_flops = conv_flops_per_sample(vq, args.frames)
+    print(f"threads {args.threads}, {args.frames} frames/motion, width {args.width}")
+    print(f"conv GFLOP per motion: {conv_flops / 1e9:.3f} (quantiser distances {quant_flops / 1e9:.4f}, not counted)")
+
+    mats = {n: (torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)) for n in (1024, 2048)}
+    inputs = {b: torch.randn(b, args.frames, args.nfeats) for b in args.batch_sizes}
+    modes = ["fast", "plain"] if args.compare_plain else ["fast"]
+    best_mm = dict.fromkeys(mats, float("inf"))
+    best_model = {(m, b): float("inf") for m in modes for b in args.batch_sizes}
+
+    def run(x: torch.Tensor, mode: str) -> None:
+        if mode == "plain":
+            vq.decode(vq.encode(x))
+        else:
+            with torch.inference_mode():
+                vq.decode(vq.encode(x))
+
+    for b, x in inputs.items():  # warm-up (oneDNN primitive creation, allocator)
+        for mode in modes:
+            run(x, mode)
+    for _ in range(args.rounds):
+        for n, (a, bm, out) in mats.items():
+            torch.mm(a, bm, out=out)
+            best_mm[n] = min(best_mm[n], time_best(lambda a=a, bm=bm, out=out: torch.mm(a, bm, out=out), 4))
+        for b, x in inputs.items():
+            for mode in modes:
+                reps = 3 if b > 8 else 10
+                best_model[mode, b] = min(best_model[mode, b], time_best(lambda x=x, mode=mode: run(x, mode), reps))
+
+    peaks = {n: 2.0 * n**3 / t / 1e9 for n, t in best_mm.items()}
+    peak = max(peaks.values())
+    print("matmul peak GFLOP/s: " + ", ".join(f"{n}x{n}: {p:.1f}" for n, p in peaks.items()) + f" -> peak {peak:.1f}")
+    for mode in modes:
+        for b in args.batch_sizes:
+            t = best_model[mode, b]
+            gflops = conv_flops * b / t / 1e9
+            print(
+                f"[{mode:5s}] batch {b:3d}: {b * args.frames / t:9.0f} frames/s, {t * 1e3:8.1f} ms, "
+                f"{gflops:6.1f} GFLOP/s = {100 * gflops / peak:5.1f}% of matmul peak"
+            )
+
+
+if __name__ == "__main__":
+    main()
