@@ -98,7 +98,13 @@ def _make_code_source(args: argparse.Namespace, resolver: MotionResolver) -> Cod
 
     spec = get_dataset_spec(args.dataset)
     vq = MotionVQVAE.from_checkpoint(args.vq_checkpoint, nfeats=spec.feat_dim)
-    mean, std = resolve_mean_std(args.dataset_root, spec, args.vq_mean, args.vq_std)
+    # as prepare/tokenize_motions.py: the checkpoint's meta/ folder, else the dataset's Mean/Std
+    meta = Path(args.vq_checkpoint).parent / "meta"
+    mean_file = args.vq_mean or (str(meta / "mean.npy") if (meta / "mean.npy").is_file() else "")
+    std_file = args.vq_std or (str(meta / "std.npy") if (meta / "std.npy").is_file() else "")
+    if not mean_file:
+        logger.warning("no %s/mean.npy: normalising with the dataset root's Mean.npy/Std.npy", meta)
+    mean, std = resolve_mean_std(args.dataset_root, spec, mean_file, std_file)
     return VQCodeSource(resolver, vq, mean, std)
 
 
@@ -114,8 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--vq-checkpoint", help="VQ-VAE checkpoint ({'net': state_dict})")
     src.add_argument("--codes-dir", help="folder of <id>.npy code files (prepare/tokenize_motions.py)")
-    parser.add_argument("--vq-mean", default="", help="VQ mean.npy (default: <dataset-root>/Mean.npy)")
-    parser.add_argument("--vq-std", default="", help="VQ std.npy (default: <dataset-root>/Std.npy)")
+    parser.add_argument(
+        "--vq-mean", default="", help="VQ mean.npy (default: <ckpt dir>/meta/mean.npy, else dataset Mean.npy)"
+    )
+    parser.add_argument(
+        "--vq-std", default="", help="VQ std.npy (default: <ckpt dir>/meta/std.npy, else dataset Std.npy)"
+    )
     parser.add_argument(
         "--prompt-template", default=None, help="original prompt_template-2.json (sha256-checked)"
     )

@@ -7,10 +7,12 @@ and raise ``MotionMissingError`` for a motion that is not on disk, so callers ca
 * ``VQCodeSource``: load the (windowed) features, crop to ``(T // 4) * 4`` frames at offset 0 (the
   reference draws a 0-3 frame offset per access; pass ``rng`` to do the same), normalise with the
   VQ's mean/std and encode (spec ``sft-and-inference.md`` sections 1.1, 4.3).
-* ``CodesDirSource``: read ``<codes_dir>/<id>.npy`` integer arrays (``(N,)`` or ``(1, N)``, the
-  T2M-GPT tokenisation layout). A windowed ref takes codes ``[start // 4, end // 4)`` of the whole
-  clip: an approximation (the encoder's receptive field crosses the cut), counted in
-  ``windowed_approximations``.
+* ``CodesDirSource``: read the ``<codes_dir>/<id>.npy`` files of ``prepare/tokenize_motions.py``
+  (int ``(K, N)``, one row per crop start). A windowed ref takes codes ``[start // 4, end // 4)`` of
+  the whole clip: an approximation (the encoder's receptive field crosses the cut), logged once and
+  counted in ``windowed_approximations``; use a VQ checkpoint for exact sub-clip codes. The engine's
+  imperfect motions are listed in ``<root>/engine_motions.txt``, which ``read_split`` reads as a split:
+  tokenise them with ``splits=[all,engine_motions]``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from data.annotations import MotionMissingError, MotionRef, MotionResolver
+from data.layout import DatasetFileError
 
 logger = logging.getLogger(__name__)
 
@@ -65,37 +68,52 @@ class VQCodeSource:
 
 @dataclass
 class CodesDirSource:
-    """Read precomputed codes from ``<codes_dir>/<id>.npy`` (see the module docstring)."""
+    """Read precomputed codes written by ``prepare/tokenize_motions.py`` (see the module docstring).
+
+    Files are ``<codes_dir>/<id>.npy`` int ``(K, N)`` arrays, row ``k`` = codes of the crop starting
+    at frame ``k`` (``models/vq_tokenize.py``); a 1-D ``(N,)`` array is accepted as one row. Row 0
+    is used, or a row drawn with ``rng`` (the reference's 0-3 frame crop augmentation).
+    """
 
     codes_dir: str | Path
     resolver: MotionResolver
     nb_code: int = 512
+    rng: random.Random | None = None
     windowed_approximations: int = 0
     _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def _load(self, ref: MotionRef) -> np.ndarray:
+        from data.vq_data import read_code_file
+
         mid = self.resolver.file_id(ref)
         if mid not in self._cache:
             path = Path(self.codes_dir) / f"{mid}.npy"
             if not path.is_file():
                 raise MotionMissingError(ref.motion_name, mid, [path])
             arr = np.load(path, allow_pickle=False)
-            if arr.ndim == 2 and arr.shape[0] == 1:
-                arr = arr[0]
-            if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-                raise ValueError(
-                    f"{path}: expected an integer (N,) or (1, N) code array, got {arr.dtype} {arr.shape}"
-                )
-            if arr.size and (arr.min() < 0 or arr.max() >= self.nb_code):
-                raise ValueError(f"{path}: codes outside [0, {self.nb_code - 1}] (wrong codebook size?)")
+            if arr.ndim == 1:
+                if not np.issubdtype(arr.dtype, np.integer) or (
+                    arr.size and (arr.min() < 0 or arr.max() >= self.nb_code)
+                ):
+                    raise DatasetFileError(f"{path}: expected integer codes in [0, {self.nb_code - 1}]")
+                arr = arr[None].astype(np.int64)
+            else:
+                arr = read_code_file(path, self.nb_code)
             self._cache[mid] = arr
         return self._cache[mid]
 
     def __call__(self, ref: MotionRef) -> list[int]:
-        codes = self._load(ref)
+        rows = self._load(ref)
+        codes = rows[self.rng.randrange(len(rows))] if self.rng is not None else rows[0]
         win = ref.frame_window(self.resolver.spec.fps)
         if win is None:
             return codes.tolist()
+        if self.windowed_approximations == 0:
+            logger.warning(
+                "codes-dir: windowed ref %s sliced from whole-clip codes (approximate; the encoder's "
+                "receptive field crosses the cut). Use a VQ checkpoint for exact sub-clip codes.",
+                ref,
+            )
         self.windowed_approximations += 1
         unit = self.resolver.spec.unit_length
         return codes[win[0] // unit : win[1] // unit].tolist()
