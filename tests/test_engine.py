@@ -40,10 +40,14 @@ def _write_root(root: Path) -> None:
         feats = joints_to_features(joints).astype(np.float32)
         np.save(root / "new_joint_vecs" / f"{mid}.npy", feats)
         np.save(root / "new_joints" / f"{mid}.npy", joints)
+        windows = [(0.0, 0.0)] * len(caps)
+        if i == 0:  # a sub-clip caption (feeds the caption tasks and stage 3 only)
+            caps.append(("a person moves.", []))
+            windows.append((0.5, 2.5))
         lines = []
-        for text, _ in caps:
+        for (text, _), (f, t) in zip(caps, windows, strict=True):
             toks = " ".join(f"{w.strip('.,')}/OTHER" for w in text.split())
-            lines.append(f"{text}#{toks}#0.0#0.0")
+            lines.append(f"{text}#{toks}#{f}#{t}")
         (root / "texts" / f"{mid}.txt").write_text("\n".join(lines) + "\n")
         attrs = {"program": prog.to_dict(), "subject": Subject().to_dict(), "style_seed": i,
                  "captions": [{"text": t, "stated": [f"{k}.{a}" for k, a in st]} for t, st in caps]}  # fmt: skip
@@ -87,7 +91,10 @@ def test_engine_writes_every_file_in_the_released_layout(engine_run):
             for ref in cand.motions.values():
                 assert res.load(ref).shape[1] == 263
     rows = [json.loads(x) for x in (out / STAGE3_FILE).read_text().splitlines()]
-    assert len(rows) == summary.stage3_rows == 2 * N_MOTIONS
+    assert len(rows) == summary.stage3_rows == 2 * N_MOTIONS + 1
+    assert (rows[2]["f_tag"], rows[2]["to_tag"]) == (0.5, 2.5)
+    m2t = read_annotation_file(out / TASKS["m2t_motion_caption"].file_name).annotations[0]
+    assert [c.motions["<Goal_Motion>"].to_tag for c in m2t.candidates] == [0.0, 2.5]
     assert rows[0]["prompt"].endswith("\nGoal Text: " + rows[0]["caption"].rstrip(".") + ".\n\n Response:")
     assert sum(summary.attempts_drawn.values()) == 2 * N_MOTIONS
 

@@ -12,8 +12,8 @@ imperfect variants of every goal motion of ``split`` with the SynthML generator,
     <out_dir>/engine_summary.json                 (config, counts, timing, attempt distribution)
 
 Where imperfect motions go: by default into the dataset root itself, as ordinary motion files
-(``new_joint_vecs/<id>.npy``, ``new_joints/<id>.npy``, ``attributes/<id>.json`` with the perturbed
-program and the change records) under ids ``imperfect_id_start`` + k (900000... for 6-digit ids).
+written by SynthML's ``write_motion`` (``new_joint_vecs``, ``new_joints``, ``texts`` with captions of
+the perturbed program, ``attributes/<id>.json`` with the perturbed program and the change records) under ids ``imperfect_id_start`` + k (900000... for 6-digit ids).
 They are listed in ``<root>/engine_motions.txt`` and never added to a split file, so the splits,
 ``Mean.npy``/``Std.npy`` and every split-driven loader are unchanged, while annotation files resolve
 every motion against the one dataset root, as the released files do. ``imperfect_root`` redirects
@@ -84,8 +84,6 @@ class EngineConfig:
     """First imperfect id; 0 = 9 x 10^(digits-1) (900000 for HumanML3D-style ids)."""
     workers: int = 1
     """Processes rendering imperfect motions (results do not depend on it)."""
-    write_joints: bool = True
-    """Also write ``new_joints/<id>.npy`` for imperfect motions (the layout has both)."""
     stage3: bool = True
     """Write the stage-3 (GRPO) prompt set."""
 
@@ -188,6 +186,27 @@ class _GoalRecord:
     style_seed: int
 
 
+def whole_clip_goal(goal: Goal) -> Goal | None:
+    """The goal restricted to its whole-clip captions (``None`` without attributes or such captions).
+
+    Sub-clip captions (a window on one action of a sequence) describe a part of the program; they
+    feed the caption tasks and stage 3, not the attribute tasks, whose imperfect motions are
+    renders of the whole program.
+    """
+    if goal.program is None:
+        return None
+    keep = [i for i, (f, t) in enumerate(goal.windows) if (f == 0 and t == 0) or f >= t]
+    if not keep:
+        return None
+    return Goal(
+        goal.motion_id,
+        tuple(goal.captions[i] for i in keep),
+        tuple((0.0, 0.0) for _ in keep),
+        goal.program,
+        tuple(goal.stated[i] for i in keep),
+    )
+
+
 def load_goals(cfg: EngineConfig) -> list[_GoalRecord]:
     paths = DatasetPaths(cfg.dataset_root)
     ids = read_split(cfg.dataset_root, cfg.split)
@@ -211,23 +230,23 @@ def load_goals(cfg: EngineConfig) -> list[_GoalRecord]:
 # Rendering imperfect motions
 
 
-def _render_write(job: tuple[str, str, dict, dict, int, str, bool, dict]) -> str:
-    """Render one imperfect program and write it in the layout (runs in worker processes)."""
-    from data.motion_repr import joints_to_features, recover_from_ric
-    from data.synth.body import Subject
-    from data.synth.render import render_program
+def _render_write(job: tuple[str, str, dict, dict, int, str, dict]) -> str:
+    """Render one imperfect program and write it with SynthML's writer (runs in worker processes).
 
-    root, mid, program, subject, style_seed, dataset, write_joints, meta = job
-    spec = get_dataset_spec(dataset)
+    The motion gets its own captions (``caption_program``, seeded by its id) so that the files are
+    a complete SynthML motion; ``attributes/<id>.json`` also holds ``engine`` (goal id, rung, changes).
+    """
+    from data.synth.body import Subject
+    from data.synth.captions import caption_program
+    from data.synth.render import render_program
+    from data.synth.writer import write_motion
+
+    root, mid, program, subject, style_seed, dataset, meta = job
     prog = MotionProgram.from_dict(program)
     joints = render_program(prog, Subject.from_dict(subject), style_seed, dataset)
-    feats = joints_to_features(joints, dataset=dataset).astype(np.float32)
-    paths = DatasetPaths(root)
-    np.save(paths.vec_file(mid), feats)
-    if write_joints:
-        np.save(paths.joint_file(mid), recover_from_ric(feats, spec.joints_num).astype(np.float32))
+    captions = caption_program(prog, np.random.default_rng(zlib.crc32(mid.encode())), 1)
     attrs = {"program": program, "subject": subject, "style_seed": style_seed, "engine": meta}
-    (paths.attributes_dir / f"{mid}.json").write_text(json.dumps(attrs))
+    write_motion(root, mid, joints, captions, attrs, dataset)
     return mid
 
 
@@ -272,13 +291,13 @@ def run_engine(cfg: EngineConfig) -> EngineSummary:
 
     # 1. ladders and imperfect ids (deterministic per goal)
     start = cfg.imperfect_id_start or 9 * 10 ** (spec.id_digits - 1)
-    with_attr = [r for r in records if r.goal.program is not None]
+    with_attr = [r for r in records if r.goal.program is not None and whole_clip_goal(r.goal) is not None]
     n_imp = len(with_attr) * cfg.variants_per_goal
     _check_id_range(cfg, imp_root, start, n_imp, [r.goal.motion_id for r in records])
     variants: dict[str, list[Variant]] = {}
     jobs = []
     for gi, rec in enumerate(with_attr):
-        g = rec.goal
+        g = whole_clip_goal(rec.goal)
         rng = np.random.default_rng([cfg.seed, zlib.crc32(g.motion_id.encode())])
         stated_all = frozenset.intersection(*g.stated) if g.stated else frozenset()
         stated_any = frozenset.union(*g.stated) if g.stated else frozenset()
@@ -288,14 +307,12 @@ def run_engine(cfg: EngineConfig) -> EngineSummary:
             mid = str(start + gi * cfg.variants_per_goal + k).zfill(spec.id_digits)
             vs.append(Variant(mid, imp))
             meta = {"goal": g.motion_id, "rung": k, "changes": [c.to_dict() for c in imp.changes]}
-            jobs.append((str(imp_root), mid, imp.program.to_dict(), rec.subject, rec.style_seed,
-                         spec.name, cfg.write_joints, meta))  # fmt: skip
+            jobs.append(
+                (str(imp_root), mid, imp.program.to_dict(), rec.subject, rec.style_seed, spec.name, meta)
+            )
         variants[g.motion_id] = vs
 
     # 2. render + write imperfect motions
-    paths = DatasetPaths(imp_root)
-    for d in (paths.vecs_dir, paths.attributes_dir, *([paths.joints_dir] if cfg.write_joints else [])):
-        d.mkdir(parents=True, exist_ok=True)
     if cfg.workers > 1 and jobs:
         with ProcessPoolExecutor(cfg.workers) as ex:
             list(tqdm(ex.map(_render_write, jobs, chunksize=32), total=len(jobs), desc="render imperfect"))
@@ -318,9 +335,10 @@ def run_engine(cfg: EngineConfig) -> EngineSummary:
         rng = np.random.default_rng([cfg.seed, zlib.crc32(g.motion_id.encode()), 1])
         idx = {k: len(v) for k, v in per_task.items()}
         anns = caption_tasks(g, idx)
-        if g.program is not None:
+        gw = whole_clip_goal(g)
+        if gw is not None:
             anns.update(
-                attribute_tasks(g, variants[g.motion_id], rng, idx, cfg.phrasings, cfg.tm_max_candidates)
+                attribute_tasks(gw, variants[g.motion_id], rng, idx, cfg.phrasings, cfg.tm_max_candidates)
             )
             for cand in anns["irmogen_cot"].candidates:
                 failed_hist[sum(1 for k, v in cand.texts.items() if k.startswith("<Assess_Intermediate")
@@ -351,7 +369,7 @@ def run_engine(cfg: EngineConfig) -> EngineSummary:
         candidates={k: sum(len(a.all_candidates()) for a in v) for k, v in per_task.items()},
         imperfect_motions=len(jobs),
         goals=len(records),
-        goals_without_attributes=len(records) - len(with_attr),
+        goals_without_attributes=sum(r.goal.program is None for r in records),
         stage3_rows=stage3_rows,
         seconds={
             "read": round(t_read - t0, 2),
