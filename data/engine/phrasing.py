@@ -91,6 +91,22 @@ def value_phrase(act: ActionSpec, attr: str, value) -> str:
     raise KeyError(attr)
 
 
+_FACT = {
+    "speed": {"slow": "slow", "normal": "normal", "fast": "fast"},
+    "amplitude": {"low": "small", "normal": "moderate", "high": "large"},
+    "repetitions": {1: "one", 2: "two", 3: "three", 4: "four"},
+}
+
+
+def fact_value(act: ActionSpec, attr: str, value) -> str:
+    """Attribute value worded as a predicate ("the speed of the walk is slow")."""
+    if attr in _FACT:
+        return _FACT[attr].get(value, str(value))
+    if attr == "duration":
+        return f"about {max(1, round(float(value)))} seconds"
+    return value_phrase(act, attr, value)
+
+
 def describe_action(act: ActionSpec, form: str = "v3", keep: set[str] | None = None) -> str:
     """``walks forward slowly for about 4 seconds`` (``form``: v3, ing or base).
 
@@ -149,7 +165,7 @@ def _facts(program: MotionProgram, stated: Stated | None) -> list[str]:
         for attr in ATTR_ORDER:
             if attr in attrs and (keep is None or attr in keep):
                 facts.append(
-                    f"the {_ATTR_NAME[attr]} of the {VERBS[act.family][3]} is {value_phrase(act, attr, attrs[attr])}"
+                    f"the {_ATTR_NAME[attr]} of the {VERBS[act.family][3]} is {fact_value(act, attr, attrs[attr])}"
                 )
     return facts
 
