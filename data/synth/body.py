@@ -291,13 +291,15 @@ def solve_pose(params: PoseParams, geom: BodyGeometry) -> np.ndarray:
     out = np.zeros((n, HML.joints_num, 3))
     root = params.root.copy()
 
-    # Lower the pelvis where a leg could not reach its ankle target (keeps planted feet planted).
+    # Lower the pelvis where a leg could not reach its ankle target (keeps planted feet planted),
+    # but by at most a third of the leg: beyond that the foot gives way instead of the body collapsing.
+    lowest = root[:, 1] - 0.33 * (geom.thigh + geom.shin)
     for k, hip in enumerate((L_HIP, R_HIP)):
         hip_off = _apply(r0, off[hip])
         hip_xz = root[:, [0, 2]] + hip_off[:, [0, 2]]
         dxz2 = np.sum((hip_xz - params.feet[:, k, [0, 2]]) ** 2, axis=-1)
         dy = np.sqrt(np.maximum(geom.leg_reach**2 - dxz2, 0.0))
-        root[:, 1] = np.minimum(root[:, 1], params.feet[:, k, 1] + dy - hip_off[:, 1])
+        root[:, 1] = np.maximum(np.minimum(root[:, 1], params.feet[:, k, 1] + dy - hip_off[:, 1]), lowest)
     out[:, PELVIS] = root
 
     # Torso: bend split 45/55 between spine1 and spine2; spine3 and the collars are rigid.

@@ -334,7 +334,7 @@ _VALUE_WEIGHTS = {
     "direction": {"forward": 2.0, "up": 2.0},
 }
 _RELATION_WEIGHTS = {"single": 0.5, "sequence": 0.38, "simultaneous": 0.12}
-MAX_PROGRAM_SECONDS = 8.0
+MAX_PROGRAM_SECONDS = 7.8
 """Nominal budget of a sampled program; rendering adds settling time and clamps to 9.8 s."""
 
 
@@ -365,9 +365,21 @@ def sample_program(rng: np.random.Generator) -> MotionProgram:
     """Draw a program: ~50% single actions, ~38% "A then B", ~12% "A while B".
 
     Sequences never repeat a family and respect seating (``sit_down`` last or followed by
-    ``stand_up``; ``stand_up`` first). Locomotion durations are shortened in sequences so the
-    nominal program stays within ``MAX_PROGRAM_SECONDS``.
+    ``stand_up``; ``stand_up`` first). Programs whose nominal length (``render.program_duration``)
+    exceeds ``MAX_PROGRAM_SECONDS`` are redrawn, so rendered motions are rarely cut at 9.8 s.
     """
+    # Imported here: the renderer depends on this module.
+    from data.synth.render import program_duration
+
+    program = _sample_program_once(rng)
+    for _ in range(50):
+        if program_duration(program) <= MAX_PROGRAM_SECONDS:
+            break
+        program = _sample_program_once(rng)
+    return program
+
+
+def _sample_program_once(rng: np.random.Generator) -> MotionProgram:
     relation = _choose(rng, RELATIONS, _RELATION_WEIGHTS)
     names = tuple(FAMILIES)
     if relation == "single":

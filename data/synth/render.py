@@ -334,9 +334,9 @@ def _plan_locomotion(act: ActionSpec, ctx: Ctx) -> Plan:
             s0 = (n + phase_off[k] + beta) / freq + 0.05
             if s0 < 0.05:
                 continue
-            s1 = s0 + swing_len
-            if s1 > dur:
+            if s0 > dur:
                 break
+            s1 = s0 + swing_len
             mid = s1 + 0.5 * beta / freq
             p, y = path(mid)
             target = np.array([p[0], 0.0, p[1]]) + _yaw_vec(y, SIDES[k] * ctx.half_width, 0.02)
@@ -988,6 +988,57 @@ def _evaluate_sequence(t: np.ndarray, plans: list[Plan], starts: list[float], ct
     return out
 
 
+@dataclass
+class _Timeline:
+    plans: list[Plan]
+    """Sequence: one plan per action; simultaneous: [base, overlay]."""
+    starts: list[float]
+    segments: list[Segment]
+    total: float
+    """Natural length in seconds before clamping to [MIN_SECONDS, MAX_SECONDS]."""
+
+
+def _timeline(program: MotionProgram, geom: BodyGeometry, style: Style) -> _Timeline:
+    ctxs = [_action_ctx(geom, style, i) for i in range(len(program.actions))]
+    pause0 = style.start_pause
+    if program.relation == "simultaneous":
+        base_act, over_act = program.actions
+        over = _truncate(over_act, _plan(over_act, ctxs[1]))
+        if base_act.spec.kind == "locomotion" and base_act.duration is not None:
+            # A walking/running base lasts at least as long as its overlay (plus margins).
+            longest = FAMILIES[base_act.family].attributes["duration"][1]
+            need = min(over[0] + 1.0, longest)
+            if base_act.duration < need:
+                base_act = base_act.with_(duration=round(need, 2))
+        base = _truncate(base_act, _plan(base_act, ctxs[0]))
+        offset = 0.3 + 0.4 * style.gap
+        starts = [pause0, pause0 + offset]
+        segments = [Segment(0, starts[0], starts[0] + base[0]), Segment(1, starts[1], starts[1] + over[0])]
+        return _Timeline([base, over], starts, segments, pause0 + max(base[0], offset + over[0] + 0.2))
+    plans = [_truncate(a, _plan(a, c)) for a, c in zip(program.actions, ctxs, strict=True)]
+    starts, cur = [], pause0
+    for dur, _ in plans:
+        starts.append(cur)
+        cur += dur + style.gap
+    segments = [Segment(i, s, s + d) for i, (s, (d, _)) in enumerate(zip(starts, plans, strict=True))]
+    return _Timeline(plans, starts, segments, cur - style.gap)
+
+
+NOMINAL_STYLE = Style(arm_swing=1.0, step=1.0, cadence=1.0, tempo=1.0, jitter=0.0, lean=0.04, roll=0.0,
+                      head_pitch=0.05, stance=1.0, toe_out=0.1, arm_bend=0.92, arm_out=0.04, lead=0,
+                      start_pause=0.175, gap=0.15, sway=0.0, seed=0)  # fmt: skip
+"""Median style, used to estimate a program's length before a style is drawn."""
+
+
+def program_duration(
+    program: MotionProgram, subject: Subject | None = None, style_seed: int | None = None
+) -> float:
+    """Natural length (seconds, before clamping) of ``program``; nominal subject/style when omitted."""
+    geom = BodyGeometry.from_subject(subject or Subject())
+    style = NOMINAL_STYLE if style_seed is None else Style.from_seed(style_seed)
+    return _timeline(program, geom, style).total
+
+
 def render_program_info(
     program: MotionProgram, subject: Subject, style_seed: int, dataset: str = "humanml3d"
 ) -> RenderResult:
@@ -1000,56 +1051,30 @@ def render_program_info(
     spec = get_dataset_spec(dataset)
     if not isinstance(program, MotionProgram):
         raise TypeError(f"render_program: program must be a MotionProgram, got {type(program).__name__}")
+    if not isinstance(subject, Subject):
+        raise TypeError(f"render_program: subject must be a Subject, got {type(subject).__name__}")
     geom = BodyGeometry.from_subject(subject)
     style = Style.from_seed(style_seed)
-    ctxs = [_action_ctx(geom, style, i) for i in range(len(program.actions))]
-    pause0 = style.start_pause
-    if program.relation == "simultaneous":
-        base_act, over_act = program.actions
-        over_total, over_fn = _truncate(over_act, _plan(over_act, ctxs[1]))
-        if base_act.spec.kind == "locomotion":
-            need = over_total + 1.0
-            if base_act.duration is not None and base_act.duration < need:
-                base_act = base_act.with_(
-                    duration=round(min(need, FAMILIES[base_act.family].attributes["duration"][1]), 2)
-                )
-        base_total, base_fn = _truncate(base_act, _plan(base_act, ctxs[0]))
-        offset = 0.3 + 0.4 * style.gap
-        total_len = pause0 + max(base_total, offset + over_total + 0.2)
-        segments = [
-            Segment(0, pause0, pause0 + base_total),
-            Segment(1, pause0 + offset, pause0 + offset + over_total),
-        ]
-    else:
-        plans = [_truncate(a, _plan(a, c)) for a, c in zip(program.actions, ctxs, strict=True)]
-        starts, cur = [], pause0
-        for dur, _ in plans:
-            starts.append(cur)
-            cur += dur + style.gap
-        total_len = cur - style.gap
-        segments = [Segment(i, s, s + d) for i, (s, (d, _)) in enumerate(zip(starts, plans, strict=True))]
-    total_len = float(np.clip(total_len, MIN_SECONDS, MAX_SECONDS))
+    tl = _timeline(program, geom, style)
+    total_len = float(np.clip(tl.total, MIN_SECONDS, MAX_SECONDS))
     n = int(round(total_len * spec.fps)) + 1
     t = np.arange(n) / spec.fps
-
+    ctx0 = _action_ctx(geom, style, 0)
     if program.relation == "simultaneous":
-        params = _evaluate_sequence(t, [(base_total, base_fn)], [pause0], ctxs[0])
-        local = np.clip(t - pause0 - offset, 0.0, over_total)
-        over = over_fn(local)
-        w = window(t, pause0 + offset, pause0 + offset + over_total, 0.3)[:, None, None]
-        arms = _overlay_arms(over_act)
-        for k in arms:
-            params.hands[:, k] = params.hands[:, k] * (1 - w[:, 0]) + over.hands[:, k] * w[:, 0]
-            params.elbow_pole[:, k] = (
-                params.elbow_pole[:, k] * (1 - w[:, 0]) + over.elbow_pole[:, k] * w[:, 0]
-            )
+        params = _evaluate_sequence(t, tl.plans[:1], tl.starts[:1], ctx0)
+        over_total, over_fn = tl.plans[1]
+        t0 = tl.starts[1]
+        over = over_fn(np.clip(t - t0, 0.0, over_total))
+        w = window(t, t0, t0 + over_total, 0.3)[:, None]
+        for k in _overlay_arms(program.actions[1]):
+            params.hands[:, k] = params.hands[:, k] * (1 - w) + over.hands[:, k] * w
+            params.elbow_pole[:, k] = params.elbow_pole[:, k] * (1 - w) + over.elbow_pole[:, k] * w
     else:
-        params = _evaluate_sequence(t, plans, starts, ctxs[0])
-
+        params = _evaluate_sequence(t, tl.plans, tl.starts, ctx0)
     joints = solve_pose(params, geom)
     segments = [
         Segment(s.action, round(min(s.start, total_len), 4), round(min(s.end, total_len), 4))
-        for s in segments
+        for s in tl.segments
     ]
     out = to_dataset_skeleton(joints, spec).astype(np.float32)
     return RenderResult(joints=out, fps=spec.fps, segments=segments, duration=(n - 1) / spec.fps)

@@ -1,0 +1,293 @@
+"""Build a SynthML dataset folder (HumanML3D or KIT-ML layout) from the procedural generator.
+
+Reads nothing. Writes under ``out``: ``new_joints/``, ``new_joint_vecs/``, ``texts/``,
+``attributes/``, ``train.txt`` ``val.txt`` ``test.txt`` ``train_val.txt`` ``all.txt`` (80/5/15),
+``Mean.npy``/``Std.npy`` (HumanML3D way: mean over all frames of the train clips; std averaged
+within each feature block) and ``synthml_build.json`` (parameters + statistics, written last).
+
+Motion ``i`` depends only on ``(seed, i)`` (``np.random.default_rng([seed, i])``), so the output
+is identical for any number of worker processes. A complete folder built with the same parameters
+is left alone unless ``force=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from data.layout import SPLITS, DatasetPaths
+from data.specs import get_dataset_spec
+from data.synth.body import sample_subject
+from data.synth.captions import Caption, caption_action, caption_program
+from data.synth.program import sample_program
+from data.synth.render import render_program_info
+from data.synth.writer import write_motion
+
+logger = logging.getLogger(__name__)
+
+MARKER = "synthml_build.json"
+GENERATOR_VERSION = 1
+SPLIT_FRACTIONS = {"train": 0.80, "val": 0.05, "test": 0.15}
+
+
+@dataclass(frozen=True)
+class _Job:
+    out: str
+    dataset: str
+    seed: int
+    index: int
+    motion_id: str
+    subclip_prob: float
+
+
+def make_motion(
+    seed: int, index: int, dataset: str = "humanml3d", subclip_prob: float = 0.25
+) -> dict[str, Any]:
+    """Sample and render motion ``index`` of the dataset with ``seed`` (no files written).
+
+    Returns a dict with ``joints`` ``(T, J, 3)``, ``captions`` (list of ``Caption``) and
+    ``attributes`` (JSON-safe: program, subject, style seed, segments).
+    """
+    spec = get_dataset_spec(dataset)
+    rng = np.random.default_rng([int(seed), int(index)])
+    program = sample_program(rng)
+    subject = sample_subject(rng)
+    style_seed = int(rng.integers(2**31 - 1))
+    n_caps = int(rng.choice([3, 3, 4, 5]))
+    result = render_program_info(program, subject, style_seed, spec.name)
+    captions: list[Caption] = caption_program(program, rng, n_caps)
+    if program.relation == "sequence" and rng.random() < subclip_prob:
+        seg = result.segments[int(rng.integers(len(result.segments)))]
+        start, end = round(seg.start, 2), round(seg.end, 2)
+        frames = int(end * spec.fps) - int(start * spec.fps)
+        if spec.min_motion_len + 1 <= frames < spec.max_clip_len and end > 0:
+            cap = caption_action(program, seg.action, rng)
+            captions.append(Caption(cap.text, cap.tokens, cap.stated, start=start, end=end))
+    attributes = {
+        "program": program.to_dict(),
+        "subject": subject.to_dict(),
+        "style_seed": style_seed,
+        "segments": [{"action": s.action, "start": s.start, "end": s.end} for s in result.segments],
+        "seed": int(seed),
+        "index": int(index),
+        "generator_version": GENERATOR_VERSION,
+    }
+    return {"joints": result.joints, "captions": captions, "attributes": attributes, "program": program}
+
+
+def _run_job(job: _Job) -> dict[str, Any]:
+    m = make_motion(job.seed, job.index, job.dataset, job.subclip_prob)
+    feats = write_motion(job.out, job.motion_id, m["joints"], m["captions"], m["attributes"], job.dataset)
+    f64 = feats.astype(np.float64)
+    return {
+        "index": job.index,
+        "frames": int(feats.shape[0]),
+        "families": [a.family for a in m["program"].actions],
+        "relation": m["program"].relation,
+        "captions": len(m["captions"]),
+        "subclips": sum(not (c.start == 0 and c.end == 0) for c in m["captions"]),
+        "words": sorted({t.split("/")[0] for c in m["captions"] for t in c.tokens}),
+        "sum": f64.sum(0),
+        "sumsq": (f64 * f64).sum(0),
+    }
+
+
+def _params(dataset: str, num: int, seed: int, subclip_prob: float) -> dict[str, Any]:
+    return {"dataset": dataset, "num": num, "seed": seed, "subclip_prob": subclip_prob,
+            "generator_version": GENERATOR_VERSION}  # fmt: skip
+
+
+def split_ids(ids: list[str], seed: int) -> dict[str, list[str]]:
+    """80/5/15 random split (by ``seed``) plus ``train_val`` and ``all``; each list sorted."""
+    perm = np.random.default_rng([int(seed), 2_147_483_629]).permutation(len(ids))
+    n_train = int(round(SPLIT_FRACTIONS["train"] * len(ids)))
+    n_val = int(round(SPLIT_FRACTIONS["val"] * len(ids)))
+    parts = {"train": perm[:n_train], "val": perm[n_train : n_train + n_val], "test": perm[n_train + n_val :]}
+    out = {k: sorted(ids[i] for i in v) for k, v in parts.items()}
+    out["train_val"] = sorted(out["train"] + out["val"])
+    out["all"] = sorted(ids)
+    return out
+
+
+def mean_std(
+    sums: np.ndarray, sumsqs: np.ndarray, count: int, spec_name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """HumanML3D normalisation from per-feature sums over ``count`` frames.
+
+    mean = sum / n; std = sqrt(sumsq / n - mean^2), then replaced within each feature block
+    (``spec.feature_slices``) by the block's average std. Returns float32 ``(D,)`` arrays.
+    """
+    spec = get_dataset_spec(spec_name)
+    mean = sums / count
+    std = np.sqrt(np.maximum(sumsqs / count - mean * mean, 0.0))
+    for name, sl in spec.feature_slices.items():
+        block = float(std[sl].mean())
+        if block < 1e-6:
+            logger.warning("feature block %s has ~zero std (%.2e); using 1.0", name, block)
+            block = 1.0
+        std[sl] = block
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _is_complete(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
+    marker = out / MARKER
+    if not marker.is_file():
+        return None
+    info = json.loads(marker.read_text())
+    if info.get("params") != params:
+        raise FileExistsError(
+            f"{out} holds a SynthML build with different parameters {info.get('params')} (requested {params}); "
+            "pass --force to rebuild it or choose another --out"
+        )
+    paths = DatasetPaths(out)
+    ids = (
+        [line.strip() for line in paths.split_file("all").read_text().split()]
+        if paths.split_file("all").is_file()
+        else []
+    )
+    missing = [i for i in ids if not paths.vec_file(i).is_file()]
+    if len(ids) != params["num"] or missing or not paths.mean_file.is_file():
+        logger.warning("%s: build marker present but files are missing; rebuilding", out)
+        return None
+    return info["summary"]
+
+
+def _clear(out: Path) -> None:
+    """Remove only what a build writes."""
+    paths = DatasetPaths(out)
+    for folder in (paths.vecs_dir, paths.joints_dir, paths.texts_dir, paths.attributes_dir):
+        if folder.is_dir():
+            shutil.rmtree(folder)
+    for f in [paths.split_file(s) for s in SPLITS] + [paths.mean_file, paths.std_file, out / MARKER]:
+        f.unlink(missing_ok=True)
+
+
+def build_synthml(
+    out: str | Path,
+    dataset: str = "humanml3d",
+    num: int = 3000,
+    seed: int = 0,
+    workers: int | None = None,
+    force: bool = False,
+    subclip_prob: float = 0.25,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Build (or reuse) a SynthML folder; returns the summary statistics.
+
+    Args:
+        out: output folder.
+        dataset: ``humanml3d`` (22 joints, 263-d, 20 fps, metres) or ``kit`` (21, 251, 12.5 fps, mm).
+        num: number of motions (at least 20, so that every split is non-empty).
+        seed: dataset seed; motion ``i`` uses ``default_rng([seed, i])``.
+        workers: processes (``None``: all CPUs; 1: in-process).
+        force: rebuild even if a complete build with the same parameters exists.
+        subclip_prob: probability that a sequence motion gets one extra sub-clip caption line.
+        progress: show a tqdm bar.
+    """
+    spec = get_dataset_spec(dataset)
+    if num < 20:
+        raise ValueError(
+            f"build_synthml: num={num} is too small; at least 20 motions are needed for 80/5/15 splits"
+        )
+    out = Path(out)
+    params = _params(spec.name, int(num), int(seed), float(subclip_prob))
+    if force:
+        _clear(out)
+    else:
+        done = _is_complete(out, params)
+        if done is not None:
+            logger.info("SynthML at %s is complete (%d motions); skipping (use --force to rebuild)", out, num)
+            return done
+        _clear(out)
+    out.mkdir(parents=True, exist_ok=True)
+    workers = workers or os.cpu_count() or 1
+    ids = [f"{i:0{spec.id_digits}d}" for i in range(num)]
+    jobs = [_Job(str(out), spec.name, int(seed), i, ids[i], float(subclip_prob)) for i in range(num)]
+    t0 = time.perf_counter()
+    results: list[dict[str, Any] | None] = [None] * num
+    bar = tqdm(total=num, desc=f"SynthML {spec.name}", unit="motion", disable=not progress)
+    if workers <= 1:
+        for job in jobs:
+            r = _run_job(job)
+            results[r["index"]] = r
+            bar.update(1)
+    else:
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        with ctx.Pool(workers) as pool:
+            for r in pool.imap_unordered(_run_job, jobs, chunksize=8):
+                results[r["index"]] = r
+                bar.update(1)
+    bar.close()
+
+    splits = split_ids(ids, seed)
+    paths = DatasetPaths(out)
+    for name, members in splits.items():
+        paths.split_file(name).write_text("".join(m + "\n" for m in members))
+    train = {int(m) for m in splits["train"]}
+    # Reduce in index order so the statistics do not depend on the worker count.
+    d = spec.feat_dim
+    sums, sumsqs, count = np.zeros(d), np.zeros(d), 0
+    for r in results:
+        assert r is not None
+        if r["index"] in train:
+            sums += r["sum"]
+            sumsqs += r["sumsq"]
+            count += r["frames"]
+    mean, std = mean_std(sums, sumsqs, count, spec.name)
+    np.save(paths.mean_file, mean)
+    np.save(paths.std_file, std)
+
+    elapsed = time.perf_counter() - t0
+    summary = _summary(results, splits, elapsed, workers, spec.fps)
+    (out / MARKER).write_text(json.dumps({"params": params, "summary": summary}, indent=1))
+    _log_summary(out, summary)
+    return summary
+
+
+def _summary(
+    results: list, splits: dict[str, list[str]], elapsed: float, workers: int, fps: float
+) -> dict[str, Any]:
+    frames = np.array([r["frames"] for r in results])
+    families = Counter(f for r in results for f in r["families"])
+    vocab = set().union(*(r["words"] for r in results))
+    return {
+        "motions": len(results),
+        "splits": {k: len(v) for k, v in splits.items()},
+        "frames": {
+            "total": int(frames.sum()),
+            "mean": round(float(frames.mean()), 1),
+            "min": int(frames.min()),
+            "max": int(frames.max()),
+            "hours": round(float(frames.sum()) / fps / 3600, 3),
+        },  # fmt: skip
+        "relations": dict(Counter(r["relation"] for r in results)),
+        "families": dict(sorted(families.items())),
+        "captions": {
+            "total": int(sum(r["captions"] for r in results)),
+            "subclip_lines": int(sum(r["subclips"] for r in results)),
+            "per_motion": round(float(np.mean([r["captions"] for r in results])), 2),
+            "vocabulary": len(vocab),
+        },  # fmt: skip
+        "seconds": round(elapsed, 1),
+        "workers": workers,
+    }
+
+
+def _log_summary(out: Path, s: dict[str, Any]) -> None:
+    logger.info("SynthML written to %s in %.1f s with %d worker(s)", out, s["seconds"], s["workers"])
+    logger.info("motions %d, splits %s", s["motions"], s["splits"])
+    logger.info("frames %s", s["frames"])
+    logger.info("relations %s", s["relations"])
+    logger.info("families %s", s["families"])
+    logger.info("captions %s", s["captions"])

@@ -1,0 +1,328 @@
+"""SynthML: program schema, renderer physics and semantics, captions, file layout, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from data.layout import (
+    DatasetPaths,
+    load_features,
+    load_joints,
+    load_mean_std,
+    parse_caption_line,
+    read_split,
+)
+from data.motion_repr import joints_to_features, recover_from_ric
+from data.specs import POS_TAGS, get_dataset_spec
+from data.synth.body import L_WRIST, R_WRIST, Subject, sample_subject
+from data.synth.build import build_synthml
+from data.synth.captions import SPACY_TAGS, caption_program, realize
+from data.synth.program import (
+    FAMILIES,
+    ActionSpec,
+    MotionProgram,
+    ProgramError,
+    all_family_attributes,
+    sample_program,
+)
+from data.synth.render import MAX_SECONDS, MIN_SECONDS, render_program, render_program_info
+
+HML = get_dataset_spec("humanml3d")
+KIT = get_dataset_spec("kit")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthml")
+    summary = build_synthml(root, num=24, seed=3, workers=1, progress=False)
+    return root, summary
+
+
+def _canonical(joints: np.ndarray) -> np.ndarray:
+    """Joints as the dataset stores them (retargeted, on the floor, facing +Z at frame 0)."""
+    return recover_from_ric(joints_to_features(joints), HML.joints_num)
+
+
+def _single(family: str, **attrs) -> MotionProgram:
+    return MotionProgram((ActionSpec(family, **attrs),))
+
+
+def _bone_lengths(j: np.ndarray, parents: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(j[:, 1:] - j[:, parents[1:]], axis=-1)  # (T, J-1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Files and layout
+# ------------------------------------------------------------------------------------------------
+
+
+def test_layout_shapes_and_splits(built):
+    root, summary = built
+    paths = DatasetPaths(root)
+    ids = read_split(root, "all")
+    assert ids == [f"{i:06d}" for i in range(24)]
+    train, val, test = (set(read_split(root, s)) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (19, 1, 4)
+    assert train | val | test == set(ids) and not (train & val or train & test or val & test)
+    assert set(read_split(root, "train_val")) == train | val
+    mean, std = load_mean_std(paths.mean_file, paths.std_file, HML)
+    assert mean.dtype == np.float32 and (std > 0).all()
+    for name, sl in HML.feature_slices.items():
+        assert np.ptp(std[sl]) == 0, name  # one std per block, the HumanML3D way
+    for mid in ids:
+        vecs = load_features(paths.vec_file(mid), HML)
+        joints = load_joints(paths.joint_file(mid), HML)
+        assert np.load(paths.vec_file(mid)).dtype == np.float32
+        assert joints.shape == (vecs.shape[0], 22, 3)
+        assert HML.min_motion_len <= vecs.shape[0] <= HML.max_motion_len
+        np.testing.assert_allclose(recover_from_ric(vecs, 22), joints, atol=1e-5)
+        attrs = json.loads((paths.attributes_dir / f"{mid}.json").read_text())
+        MotionProgram.from_dict(attrs["program"])
+        Subject.from_dict(attrs["subject"])
+        lines = paths.text_file(mid).read_text().splitlines()
+        assert (
+            len(lines) == len(attrs["captions"])
+            and sum(parse_caption_line(line).whole_clip for line in lines) >= 3
+        )
+    assert summary["motions"] == 24 and summary["frames"]["min"] >= HML.min_motion_len
+
+
+def test_mean_std_are_train_statistics(built):
+    root, _ = built
+    feats = np.concatenate([np.load(DatasetPaths(root).vec_file(m)) for m in read_split(root, "train")])
+    mean = np.load(DatasetPaths(root).mean_file)
+    std = np.load(DatasetPaths(root).std_file)
+    np.testing.assert_allclose(mean, feats.mean(0), atol=1e-4)
+    sl = HML.feature_slices["ric"]
+    np.testing.assert_allclose(std[sl], feats.std(0)[sl].mean(), rtol=1e-4)
+
+
+def test_captions_parse_with_known_tags(built):
+    root, _ = built
+    allowed = set(POS_TAGS) | set(SPACY_TAGS)
+    fps_sub = 0
+    for mid in read_split(root, "all"):
+        for i, line in enumerate(DatasetPaths(root).text_file(mid).read_text().splitlines()):
+            cap = parse_caption_line(line, mid, i + 1)
+            tags = {t.split("/")[1] for t in cap.tokens}
+            assert tags <= allowed, (line, tags - allowed)
+            assert all(t.split("/")[0].isalpha() and t.split("/")[0].islower() for t in cap.tokens), line
+            if not cap.whole_clip:
+                fps_sub += 1
+                a, b = cap.frame_range(HML.fps)
+                assert HML.min_motion_len <= b - a < HML.max_clip_len
+    # Lemmas for nouns/verbs, 'left' kept, grammar tags (no tagger).
+    text, tokens = realize("a man V:walk to the left|NOUN , then V:wave his right|ADJ hands")
+    assert text == "a man walks to the left, then waves his right hands"
+    assert tokens == ("a/DET", "man/NOUN", "walk/VERB", "to/ADP", "the/DET", "left/NOUN", "then/ADV",
+                      "wave/VERB", "his/DET", "right/ADJ", "hand/NOUN")  # fmt: skip
+
+
+def test_deterministic_across_workers_and_idempotent(built, tmp_path):
+    root, summary = built
+    other = tmp_path / "w2"
+    build_synthml(other, num=24, seed=3, workers=2, progress=False)
+    for sub in ("new_joint_vecs", "new_joints", "texts", "attributes"):
+        for f in sorted((root / sub).iterdir()):
+            assert f.read_bytes() == (other / sub / f.name).read_bytes(), f
+    for name in ("Mean.npy", "Std.npy", "train.txt", "test.txt"):
+        assert (root / name).read_bytes() == (other / name).read_bytes(), name
+    stamp = (other / "new_joint_vecs" / "000000.npy").stat().st_mtime_ns
+    again = build_synthml(other, num=24, seed=3, workers=1, progress=False)
+    assert (other / "new_joint_vecs" / "000000.npy").stat().st_mtime_ns == stamp
+    assert again["motions"] == 24
+    with pytest.raises(FileExistsError, match="--force"):
+        build_synthml(other, num=24, seed=4, workers=1, progress=False)
+
+
+def test_kit_build_shapes(tmp_path):
+    build_synthml(tmp_path, dataset="kit", num=20, seed=0, workers=1, progress=False)
+    ids = read_split(tmp_path, "all")
+    assert ids[0] == "00000"  # KIT ids are 5 digits
+    paths = DatasetPaths(tmp_path)
+    for mid in ids[:5]:
+        vecs = load_features(paths.vec_file(mid), KIT)
+        joints = load_joints(paths.joint_file(mid), KIT)
+        assert vecs.shape[1] == 251 and joints.shape == (vecs.shape[0], 21, 3)
+        assert vecs.shape[0] >= KIT.min_motion_len
+        assert 700 < joints[:, 0, 1].mean() < 1300  # pelvis height in millimetres
+    assert load_mean_std(paths.mean_file, paths.std_file, KIT)[0].shape == (251,)
+
+
+# ------------------------------------------------------------------------------------------------
+# Physics
+# ------------------------------------------------------------------------------------------------
+
+
+def test_physical_sanity_of_sampled_motions():
+    for i in range(40):
+        rng = np.random.default_rng([11, i])
+        program, subject = sample_program(rng), sample_subject(rng)
+        res = render_program_info(program, subject, style_seed=i)
+        j = res.joints
+        assert np.isfinite(j).all()
+        assert MIN_SECONDS * HML.fps <= j.shape[0] - 1 <= MAX_SECONDS * HML.fps + 1e-6
+        bones = _bone_lengths(j, HML.parents)
+        assert np.ptp(bones, axis=0).max() < 1e-5, program.to_dict()
+        canon = _canonical(j)
+        assert np.ptp(_bone_lengths(canon, HML.parents), axis=0).max() < 1e-4
+        feet_low = canon[:, [7, 8, 10, 11], 1].min()
+        assert feet_low < 0.03, (program.to_dict(), feet_low)  # a foot touches the floor
+        assert canon[:, 0, 1].min() > 0.3  # the pelvis never sinks into the floor
+
+
+def test_walk_has_alternating_contacts_and_planted_feet():
+    prog = _single("walk", direction="forward", speed="normal", duration=4.0)
+    feats = joints_to_features(render_program(prog, Subject(), 5))
+    contacts = feats[:, HML.feature_slices["foot_contact"]]
+    left, right = contacts[:, 0], contacts[:, 2]
+    assert 0.4 < left.mean() < 0.95 and 0.4 < right.mean() < 0.95
+    assert ((left == 0) & (right == 1)).any() and ((left == 1) & (right == 0)).any()
+    stand = feats[:, HML.feature_slices["foot_contact"]][:3].min()
+    assert stand == 1.0  # standing still at the start: both feet in contact
+
+
+def test_subjects_differ_and_rendering_is_fps_independent():
+    prog = _single("jump", direction="forward", repetitions=2, amplitude="high")
+    small, big = Subject(height=0.9), Subject(height=1.1, leg=1.05)
+    assert not np.allclose(small.bone_lengths(), big.bone_lengths())
+    hml = render_program(prog, big, 9)
+    kit = render_program(prog, big, 9, dataset="kit")
+    # Frames at multiples of 0.4 s exist at both 20 and 12.5 fps; KIT joint 0 is the pelvis in mm.
+    n = min((hml.shape[0] - 1) // 8, (kit.shape[0] - 1) // 5) + 1
+    np.testing.assert_allclose(hml[::8][:n, 0], kit[::5][:n, 0] / 1000.0, atol=1e-5)
+
+
+def test_render_is_deterministic_and_style_changes_motion():
+    prog = _single("wave", limb="right", repetitions=2, speed="normal", amplitude="high")
+    a = render_program(prog, Subject(), 1)
+    assert np.array_equal(a, render_program(prog, Subject(), 1))
+    b = render_program(prog, Subject(), 2)
+    assert a.shape != b.shape or not np.allclose(a, b)
+
+
+# ------------------------------------------------------------------------------------------------
+# Semantics: attributes are visible in the motion
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("direction", "axis", "sign"),
+    [("forward", 2, 1), ("backward", 2, -1), ("left", 0, 1), ("right", 0, -1)],
+)
+def test_walk_direction(direction, axis, sign):
+    prog = _single("walk", direction=direction, speed="normal", duration=4.0)
+    root = _canonical(render_program(prog, Subject(), 4))[:, 0]
+    assert sign * root[-1, axis] > 1.0, (direction, root[-1])
+    if direction == "backward":
+        assert abs(root[-1, 0]) < 0.3
+
+
+def test_circle_returns_and_turns_change_heading():
+    circle = _canonical(render_program(_single("walk", direction="circle_left", speed="normal", duration=6.0),
+                                       Subject(), 4))[:, 0]  # fmt: skip
+    assert np.linalg.norm(circle[-1, [0, 2]]) < 0.35 and np.abs(circle[:, 0]).max() > 1.0
+    assert circle[:, 0].max() > -circle[:, 0].min()  # circles to the left (+X)
+    feats = joints_to_features(render_program(_single("turn", direction="right", amplitude="normal", speed="normal"),
+                                              Subject(), 4))  # fmt: skip
+    yaw = -2 * feats[:, 0].sum()  # features store half the yaw of the world->facing rotation
+    assert -np.pi - 0.4 < yaw < -np.pi + 0.4  # half turn, clockwise seen from above
+
+
+def test_speed_and_count_are_visible():
+    dist = {}
+    for speed in ("slow", "fast"):
+        root = _canonical(render_program(_single("walk", direction="forward", speed=speed, duration=4.0),
+                                         Subject(), 4))[:, 0]  # fmt: skip
+        dist[speed] = root[-1, 2]
+    assert dist["fast"] > 1.6 * dist["slow"]
+    for reps in (1, 3):
+        j = _canonical(
+            render_program(_single("jump", direction="up", repetitions=reps, amplitude="high"), Subject(), 4)
+        )
+        feet = j[:, [7, 8], 1].min(1)
+        airborne = feet > feet.min() + 0.15
+        assert int(np.sum(np.diff(airborne.astype(int)) == 1)) == reps
+
+
+@pytest.mark.parametrize("limb", ["left", "right"])
+def test_limb_is_visible(limb):
+    wave = _canonical(render_program(_single("wave", limb=limb, repetitions=2, speed="normal", amplitude="high"),
+                                     Subject(), 4))  # fmt: skip
+    hi = {"left": wave[:, L_WRIST, 1].max(), "right": wave[:, R_WRIST, 1].max()}
+    other = "right" if limb == "left" else "left"
+    assert hi[limb] > hi[other] + 0.5
+    assert wave[:, L_WRIST, 0].mean() > wave[:, R_WRIST, 0].mean()  # left is +X in the facing frame
+    kick = _canonical(render_program(_single("kick", limb=limb, repetitions=1, amplitude="high", speed="normal"),
+                                     Subject(), 4))  # fmt: skip
+    ankle = {"left": kick[:, 7, 1].max(), "right": kick[:, 8, 1].max()}
+    assert ankle[limb] > ankle[other] + 0.3
+
+
+# ------------------------------------------------------------------------------------------------
+# Program schema and captions
+# ------------------------------------------------------------------------------------------------
+
+
+def test_program_round_trip_and_sampling():
+    rng = np.random.default_rng(0)
+    relations = set()
+    for _ in range(60):
+        prog = sample_program(rng)
+        relations.add(prog.relation)
+        data = json.loads(json.dumps(prog.to_dict()))
+        assert MotionProgram.from_dict(data) == prog
+    assert relations == {"single", "sequence", "simultaneous"}
+    assert len(FAMILIES) >= 12
+    table = all_family_attributes()
+    assert table["walk"]["direction"][:2] == ("forward", "backward") and "limb" not in table["walk"]
+    assert set(table["wave"]["limb"]) == {"left", "right", "both"}
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"relation": "single", "actions": [{"family": "fly"}]}, r"actions\[0\].family='fly'"),
+        ({"relation": "single", "actions": [{"family": "walk", "direction": "up", "speed": "slow", "duration": 3}]},
+         r"direction='up' not allowed"),
+        ({"relation": "single", "actions": [{"family": "squat", "repetitions": 2, "speed": "slow"}]},
+         r"amplitude is required"),
+        ({"relation": "single", "actions": [{"family": "clap", "repetitions": 2, "speed": "slow", "limb": "left"}]},
+         r"limb='left' is not meaningful"),
+        ({"relation": "sequence", "actions": [{"family": "clap", "repetitions": 2, "speed": "slow"}]},
+         r"needs 2 action"),
+        ({"relation": "simultaneous", "actions": [{"family": "clap", "repetitions": 2, "speed": "slow"},
+                                                  {"family": "clap", "repetitions": 2, "speed": "slow"}]},
+         r"not supported"),
+        ({"relation": "single", "actions": [{"family": "clap", "repetitions": 9, "speed": "slow"}]},
+         r"repetitions=9"),
+        ({"relation": "single", "actions": [{"family": "clap", "repetitions": 2, "speed": "slow", "colour": 1}]},
+         r"unknown field"),
+    ],
+)  # fmt: skip
+def test_program_validation_errors(data, match):
+    with pytest.raises(ProgramError, match=match):
+        MotionProgram.from_dict(data)
+
+
+def test_captions_paraphrase_and_record_stated():
+    prog = MotionProgram(
+        (ActionSpec("walk", direction="backward", speed="slow", duration=3.0),
+         ActionSpec("kick", limb="left", repetitions=2, amplitude="high", speed="normal")),
+        "sequence",
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    caps = [c for _ in range(20) for c in caption_program(prog, rng, 3)]
+    assert len({c.text for c in caps}) > 20
+    for c in caps:
+        assert {"0.family", "1.family", "relation"} <= set(c.stated)
+        words = {t.split("/")[0] for t in c.tokens}
+        if "1.limb" in c.stated:
+            assert "left" in words
+        if "0.direction" in c.stated:
+            assert words & {"backward", "backwards"}
+    assert any("0.speed" not in c.stated for c in caps)  # some captions are less specific
+    assert any("0.speed" in c.stated for c in caps)
