@@ -19,7 +19,7 @@ from data.motion_repr import joints_to_features, recover_from_ric
 from data.specs import POS_TAGS, get_dataset_spec
 from data.synth.body import L_WRIST, R_WRIST, Subject, sample_subject
 from data.synth.build import build_synthml
-from data.synth.captions import SPACY_TAGS, caption_program, realize
+from data.synth.captions import SPACY_TAGS, attribute_phrase, caption_program, realize
 from data.synth.program import (
     FAMILIES,
     ActionSpec,
@@ -29,6 +29,7 @@ from data.synth.program import (
     sample_program,
 )
 from data.synth.render import MAX_SECONDS, MIN_SECONDS, render_program, render_program_info
+from data.synth.writer import read_attributes
 
 HML = get_dataset_spec("humanml3d")
 KIT = get_dataset_spec("kit")
@@ -326,3 +327,29 @@ def test_captions_paraphrase_and_record_stated():
             assert words & {"backward", "backwards"}
     assert any("0.speed" not in c.stated for c in caps)  # some captions are less specific
     assert any("0.speed" in c.stated for c in caps)
+
+
+def test_truncated_action_and_perturbed_rerender(built):
+    root, _ = built
+    full = _single("squat", repetitions=3, speed="normal", amplitude="high")
+    cut = MotionProgram((full.actions[0].with_(duration=2.5),))
+    a, b = render_program(full, Subject(), 7), render_program(cut, Subject(), 7)
+    assert b.shape[0] < a.shape[0]
+    np.testing.assert_allclose(a[:40], b[:40], atol=1e-6)  # same subject and style up to the cut
+    with pytest.raises(ProgramError, match="cut-off"):
+        full.actions[0].with_(duration=30.0)
+    attrs = read_attributes(root, "000000")
+    prog = MotionProgram.from_dict(attrs["program"])
+    again = render_program(prog, Subject.from_dict(attrs["subject"]), attrs["style_seed"])
+    stored = np.load(DatasetPaths(root).joint_file("000000"))
+    np.testing.assert_allclose(_canonical(again), stored, atol=1e-4)
+
+
+def test_attribute_phrases():
+    assert attribute_phrase("kick", "limb", "left")[0] == "with the left leg"
+    assert attribute_phrase("hop", "limb", "right")[1] == ("on/ADP", "the/DET", "right/ADJ", "leg/NOUN")
+    assert attribute_phrase("walk", "direction", "turn_left")[0] == "forward and then turns left"
+    for family, attrs in all_family_attributes().items():
+        for name, values in attrs.items():
+            for value in values if name != "duration" else values[:1]:
+                assert attribute_phrase(family, name, value)[0]

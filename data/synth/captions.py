@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data.synth.program import ActionSpec, MotionProgram
+from data.synth.program import FAMILIES, ActionSpec, MotionProgram
 
 # ------------------------------------------------------------------------------------------------
 # Lexicon
@@ -40,7 +40,7 @@ LEXICON: dict[str, tuple[str, str]] = {
     **_entries("PRON", "someone he she they himself herself themselves something"),
     **_entries("CCONJ", "and"),
     **_entries("SCONJ", "while as before after"),
-    **_entries("ADP", "to in on with at of into from above over like"),
+    **_entries("ADP", "to in on with at of into from above over like beside"),
     **_entries("NUM", "one two three four ninety"),
     **_entries(
         "NOUN",
@@ -48,7 +48,7 @@ LEXICON: dict[str, tuple[str, str]] = {
         "feet:foot fist fists:fist head side sides:side step steps:step squat squats:squat kick kicks:kick "
         "jacks:jack time times:time pace ball object air chair seat position place spot shoulder height "
         "toes:toe degrees:degree line jump punches:punch punch front body knees:knee turn quarter "
-        "direction way curve jack",
+        "direction way curve jack seconds:second",
     ),
     **_entries(
         "ADV",
@@ -597,3 +597,59 @@ def caption_program(program: MotionProgram, rng: np.random.Generator, n: int = 3
         seen.add(key)
         out.append(cap)
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Attribute phrases (for assessment / refinement texts built on top of SynthML)
+# ------------------------------------------------------------------------------------------------
+
+_LOCO_DIR_PHRASE = {
+    "forward": "forward", "backward": "backward", "left": "to the left|NOUN", "right": "to the right|NOUN",
+    "turn_left": "forward and then V:turn left|ADV", "turn_right": "forward and then V:turn right|ADV",
+    "circle_left": "in a counterclockwise circle|NOUN", "circle_right": "in a clockwise circle|NOUN",
+    "up": "in place", "sideways": "out to the side",
+}  # fmt: skip
+_AMPLITUDE_PHRASE = {
+    "jump": {"low": "a little", "normal": "at a normal height", "high": "high"},
+    "wave": {"low": "at shoulder height", "normal": "beside the head", "high": "above the head"},
+    "kick": {"low": "low", "normal": "at a normal height", "high": "high"},
+    "squat": {"low": "slightly", "normal": "down", "high": "deeply"},
+    "turn": {"low": "a quarter turn|NOUN", "normal": "around", "high": "all the way around"},
+    "bend": {"low": "slightly", "normal": "forward", "high": "all the way down"},
+}
+_SPEED_PHRASE = {"slow": "slowly", "normal": "at a normal pace", "fast": "quickly"}
+_COUNT_PHRASE = {1: "once", 2: "twice", 3: "three times", 4: "four times"}
+
+
+def attribute_phrase(family: str, attribute: str, value) -> tuple[str, tuple[str, ...]]:
+    """A short phrase for one attribute value, e.g. ("kick", "limb", "left") -> "with the left leg".
+
+    Returns ``(text, tokens)`` with ``word/POS`` tokens (verbs in -s form, as in "then turns left").
+    ``duration`` gives "for about N seconds" (N in digits, so its tokens are left empty).
+    Raises ``KeyError`` for an attribute that has no phrase for the family.
+    """
+    spec = FAMILIES[family]
+    if attribute == "duration":
+        return f"for about {round(float(value))} seconds", ()
+    if attribute == "direction":
+        template = _LOCO_DIR_PHRASE[value]
+        if family == "raise_arms" and value == "up":
+            template = "up above the head"
+    elif attribute == "speed":
+        template = _SPEED_PHRASE[value]
+    elif attribute == "repetitions":
+        template = _COUNT_PHRASE[int(value)]
+    elif attribute == "limb":
+        part = {"arm": ("arm", "arms"), "leg": ("leg", "legs")}[spec.limb_part or "arm"]
+        prep = "on" if family == "hop" else "with"
+        template = f"{prep} both {part[1]}" if value == "both" else f"{prep} the {value}|ADJ {part[0]}"
+    elif attribute == "amplitude":
+        template = _AMPLITUDE_PHRASE[family][value]
+    else:
+        raise KeyError(f"no phrase for attribute {attribute!r}")
+    words, tokens = [], []
+    for part in template.split():
+        w, t = realize(part, "s3")
+        words.append(w)
+        tokens.extend(t)
+    return " ".join(words), tuple(tokens)

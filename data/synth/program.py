@@ -11,7 +11,7 @@ Schema (JSON-safe, ``MotionProgram.to_dict`` / ``MotionProgram.from_dict``)::
                   "repetitions": int | None, # 1..4 (4 is worded "four times" / "several times")
                   "limb": str | None,        # "left" | "right" | "both" (arm or leg: see FAMILIES)
                   "amplitude": str | None,   # "low" | "normal" | "high"
-                  "duration": float | None}  # seconds of movement (locomotion families only)
+                  "duration": float | None}  # seconds: locomotion length (required), else optional cut-off
 
 - ``sequence``: ``actions[0]`` then ``actions[1]`` ("walks forward, then sits down").
 - ``simultaneous``: ``actions[0]`` is a whole-body base (walk, run, side step, squat) and
@@ -19,6 +19,9 @@ Schema (JSON-safe, ``MotionProgram.to_dict`` / ``MotionProgram.from_dict``)::
 - An attribute that is not meaningful for a family must be ``None``; a meaningful one must hold one
   of the family's allowed values (``family_attributes(family)``). ``None`` for a meaningful attribute
   is rejected too, so every program fully determines the motion up to subject and style.
+- ``duration`` is meaningful (and required) for locomotion (walk, run). For every other family it
+  is ``None`` (natural length from count and speed) or a cut-off in seconds: the action stops there
+  (a "truncated" motion, e.g. only two of three squats).
 
 The data engine perturbs a program by replacing attribute values with other allowed values
 (``family_attributes``), dropping or swapping the second action, or shortening ``duration``, then
@@ -47,6 +50,7 @@ DIRECTIONS = (
 arms raised out to the side."""
 
 ATTRIBUTES = ("direction", "speed", "repetitions", "limb", "amplitude", "duration")
+MAX_ACTION_SECONDS = 9.8
 RELATIONS = ("single", "sequence", "simultaneous")
 
 
@@ -197,6 +201,18 @@ class ActionSpec:
         allowed = FAMILIES[self.family].attributes
         for name in ATTRIBUTES:
             value = getattr(self, name)
+            if name == "duration" and name not in allowed:
+                # Count-based actions: an optional cut-off (the data engine's "truncated" motions).
+                if value is not None and (
+                    isinstance(value, bool)
+                    or not isinstance(value, int | float)
+                    or not 0.5 <= value <= MAX_ACTION_SECONDS
+                ):
+                    raise ProgramError(
+                        f"{where}.duration={value!r}: for {self.family!r} it is an optional cut-off in seconds "
+                        f"within [0.5, {MAX_ACTION_SECONDS}] (or null for the natural length)"
+                    )
+                continue
             if name not in allowed:
                 if value is not None:
                     raise ProgramError(
