@@ -223,7 +223,8 @@ def _loco(c: _Clause) -> str:
     else:
         verb, speed = c.pick(verbs), c.speed_adv()
     if not c.say("direction"):
-        return _join(verb, speed)
+        # A bare "moves" says nothing; without a direction the verb must name the gait.
+        return _join(verb.replace("V:move", "V:walk"), speed)
     side = {"left": "left", "right": "right", "turn_left": "left", "turn_right": "right", "circle_left": "left",
             "circle_right": "right"}.get(d, "")  # fmt: skip
     if d == "forward":
@@ -502,7 +503,12 @@ def _keep_flags(act: ActionSpec, rng: np.random.Generator, specific: bool) -> di
 
 def _clause(act: ActionSpec, index: int, rng: np.random.Generator, poss: str, specific: bool) -> _Clause:
     c = _Clause(act, index, rng, poss, _keep_flags(act, rng, specific))
-    c.template = _CLAUSES[act.family](c)  # type: ignore[attr-defined]
+    template = _CLAUSES[act.family](c)
+    # "at a slow pace" reads badly before the verb; move such phrases to the end of the clause.
+    words = template.split()
+    if words[:2] == ["at", "a"] and len(words) > 4:
+        template = " ".join(words[4:] + words[:4])
+    c.template = template  # type: ignore[attr-defined]
     return c
 
 
