@@ -137,6 +137,11 @@ def test_deterministic_across_workers_and_idempotent(built, tmp_path):
     assert again["motions"] == 24
     with pytest.raises(FileExistsError, match="--force"):
         build_synthml(other, num=24, seed=4, workers=1, progress=False)
+    build_synthml(other, num=20, seed=3, workers=1, progress=False, force=True)
+    assert len(list((other / "new_joint_vecs").iterdir())) == 20  # stale motions removed
+    assert (other / "new_joint_vecs" / "000000.npy").read_bytes() == (
+        root / "new_joint_vecs" / "000000.npy"
+    ).read_bytes()
 
 
 def test_kit_build_shapes(tmp_path):

@@ -16,7 +16,6 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -163,14 +162,16 @@ def _is_complete(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
     return info["summary"]
 
 
-def _clear(out: Path) -> None:
-    """Remove only what a build writes."""
+def _clear(out: Path, keep: set[str]) -> None:
+    """Remove what an earlier build wrote, except files of ids in ``keep`` (they are overwritten)."""
     paths = DatasetPaths(out)
-    for folder in (paths.vecs_dir, paths.joints_dir, paths.texts_dir, paths.attributes_dir):
-        if folder.is_dir():
-            shutil.rmtree(folder)
     for f in [paths.split_file(s) for s in SPLITS] + [paths.mean_file, paths.std_file, out / MARKER]:
         f.unlink(missing_ok=True)
+    for folder in (paths.vecs_dir, paths.joints_dir, paths.texts_dir, paths.attributes_dir):
+        if folder.is_dir():
+            for f in folder.iterdir():
+                if f.stem not in keep:
+                    f.unlink()
 
 
 def build_synthml(
@@ -195,6 +196,7 @@ def build_synthml(
         subclip_prob: probability that a sequence motion gets one extra sub-clip caption line.
         progress: show a tqdm bar.
     """
+    t0 = time.perf_counter()
     spec = get_dataset_spec(dataset)
     if num < 20:
         raise ValueError(
@@ -202,19 +204,16 @@ def build_synthml(
         )
     out = Path(out)
     params = _params(spec.name, int(num), int(seed), float(subclip_prob))
-    if force:
-        _clear(out)
-    else:
+    ids = [f"{i:0{spec.id_digits}d}" for i in range(num)]
+    if not force:
         done = _is_complete(out, params)
         if done is not None:
             logger.info("SynthML at %s is complete (%d motions); skipping (use --force to rebuild)", out, num)
             return done
-        _clear(out)
+    _clear(out, set(ids))
     out.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
-    ids = [f"{i:0{spec.id_digits}d}" for i in range(num)]
     jobs = [_Job(str(out), spec.name, int(seed), i, ids[i], float(subclip_prob)) for i in range(num)]
-    t0 = time.perf_counter()
     results: list[dict[str, Any] | None] = [None] * num
     bar = tqdm(total=num, desc=f"SynthML {spec.name}", unit="motion", disable=not progress)
     if workers <= 1:
