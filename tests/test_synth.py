@@ -19,7 +19,7 @@ from data.motion_repr import joints_to_features, recover_from_ric
 from data.specs import POS_TAGS, get_dataset_spec
 from data.synth.body import L_WRIST, R_WRIST, Subject, sample_subject
 from data.synth.build import build_synthml
-from data.synth.captions import SPACY_TAGS, attribute_phrase, caption_program, realize
+from data.synth.captions import SPACY_TAGS, attribute_phrase, caption_program, caption_vocabulary, realize
 from data.synth.program import (
     FAMILIES,
     ActionSpec,
@@ -358,3 +358,11 @@ def test_attribute_phrases():
         for name, values in attrs.items():
             for value in values if name != "duration" else values[:1]:
                 assert attribute_phrase(family, name, value)[0]
+
+
+def test_caption_vocabulary_covers_built_tokens(built):
+    root, _ = built
+    vocab = set(caption_vocabulary())
+    for mid in read_split(root, "all"):
+        for line in DatasetPaths(root).text_file(mid).read_text().splitlines():
+            assert {t.split("/")[0] for t in parse_caption_line(line).tokens} <= vocab

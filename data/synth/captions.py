@@ -659,3 +659,14 @@ def attribute_phrase(family: str, attribute: str, value) -> tuple[str, tuple[str
         words.append(w)
         tokens.extend(t)
     return " ".join(words), tuple(tokens)
+
+
+def caption_vocabulary() -> list[str]:
+    """Every token word the grammar can emit (lemmas for nouns and verbs, plus ``left``), sorted.
+
+    Useful to check a word-vector file covers SynthML captions or to build a small one.
+    """
+    words = set()
+    for word, (pos, lemma) in LEXICON.items():
+        words.add(lemma if pos in ("NOUN", "VERB") and word != "left" else word)
+    return sorted(words)
