@@ -45,6 +45,9 @@ LEFT_COLOR = "#1f77b4"
 CENTRE_COLOR = "#303030"
 _GRID_LINES = 9
 """Floor grid lines per direction inside the view box."""
+_TITLE_WIDTH = 40
+"""Title characters per line (8 pt on a 3-inch panel)."""
+_TITLE_LINE_INCHES = 0.15
 
 
 def chain_colors(spec: DatasetSpec) -> list[str]:
@@ -113,7 +116,7 @@ class _Panel:
         ax.view_init(elev=15, azim=-60)
         ax.set_axis_off()
         if title:
-            ax.set_title(textwrap.fill(title, 38), fontsize=8, pad=0)
+            ax.set_title(title, fontsize=8, pad=0)
         self.grid = Line3DCollection(self._grid_segments(self.root_xz[0]), colors="#b0b0b0", linewidths=0.6)
         ax.add_collection3d(self.grid, autolim=False)
         (self.traj,) = ax.plot([], [], [], color="#2ca02c", linewidth=1.2)
@@ -166,7 +169,7 @@ class MotionFigure:
         titles: Sequence[str] | None = None,
         *,
         panel_inches: float = 3.0,
-        dpi: int = 72,
+        dpi: int = 80,
     ):
         spec = get_dataset_spec(spec)
         if not motions:
@@ -177,14 +180,16 @@ class MotionFigure:
         joints = [to_joints(m, spec) for m in motions]
         self.n_frames = max(len(j) for j in joints)
         n = len(joints)
-        has_title = any(titles)
+        wrapped = [textwrap.fill(t, _TITLE_WIDTH) if t else "" for t in titles]
+        title_inches = max(w.count("\n") + 1 if w else 0 for w in wrapped) * _TITLE_LINE_INCHES
+        height = panel_inches + title_inches
         # A bare Figure on an Agg canvas: no pyplot state, nothing to close, any backend.
-        self.fig = Figure(figsize=(panel_inches * n, panel_inches * (1.15 if has_title else 1.0)), dpi=dpi)
+        self.fig = Figure(figsize=(panel_inches * n, height), dpi=dpi)
         FigureCanvasAgg(self.fig)
-        self.fig.subplots_adjust(left=0, right=1, bottom=0, top=0.9 if has_title else 1, wspace=0)
+        self.fig.subplots_adjust(left=0, right=1, bottom=0, top=panel_inches / height, wspace=0)
         self.panels = [
             _Panel(self.fig.add_subplot(1, n, k + 1, projection="3d"), j, spec, t)
-            for k, (j, t) in enumerate(zip(joints, titles, strict=True))
+            for k, (j, t) in enumerate(zip(joints, wrapped, strict=True))
         ]
         # A frame counter keeps consecutive frames distinct, so GIF writers cannot merge them.
         self.counter = self.fig.text(0.01, 0.01, "", fontsize=7, color="#606060")
@@ -215,7 +220,7 @@ def render_motions(
     fps: float | None = None,
     mp4: str = "auto",
     still_frame: int | None = None,
-    dpi: int = 72,
+    dpi: int = 80,
 ) -> list[Path]:
     """Render motions side by side into ``out`` (a ``.gif`` path).
 
@@ -229,7 +234,7 @@ def render_motions(
         mp4: ``"auto"`` writes an MP4 too when ``ffmpeg`` is on PATH, ``"yes"`` requires it,
             ``"no"`` skips it.
         still_frame: also save frame ``still_frame`` as ``<out>.frame<k>.png``.
-        dpi: resolution (72 gives 216 px per panel).
+        dpi: resolution (80 gives 240 px per 3-inch panel).
 
     Returns:
         Paths written (GIF first).
