@@ -90,7 +90,7 @@ FAMILIES: dict[str, FamilySpec] = {
             {
                 "direction": tuple(d for d in _LOCO_DIRS if d != "backward"),
                 "speed": SPEEDS,
-                "duration": (2.0, 4.5),
+                "duration": (2.0, 5.0),
             },
         ),  # fmt: skip
         FamilySpec(
@@ -351,6 +351,8 @@ _VALUE_WEIGHTS = {
 }
 _RELATION_WEIGHTS = {"single": 0.5, "sequence": 0.38, "simultaneous": 0.12}
 MAX_PROGRAM_SECONDS = 7.8
+CIRCLE_MIN_SECONDS = 4.0
+"""Shortest sampled duration of a walk/run "in a circle"."""
 """Nominal budget of a sampled program; rendering adds settling time and clamps to 9.8 s."""
 
 
@@ -365,6 +367,10 @@ def sample_action(rng: np.random.Generator, family: str, max_duration: float | N
     for name, allowed in FAMILIES[family].attributes.items():
         if name == "duration":
             lo, hi = allowed
+            if str(values.get("direction", "")).startswith("circle"):
+                # A full circle needs time; shorter ones become implausibly tight spins.
+                lo = max(lo, CIRCLE_MIN_SECONDS)
+                max_duration = None if max_duration is None else max(max_duration, lo)
             if max_duration is not None:
                 hi = max(lo, min(hi, max_duration))
             values[name] = round(float(rng.uniform(lo, hi)), 2)

@@ -272,9 +272,13 @@ Plan = tuple[float, Callable[[np.ndarray], PoseParams]]
 _GAITS = {
     "walk": {"speed": {"slow": 0.7, "normal": 1.25, "fast": 1.8}, "freq": {"slow": 0.72, "normal": 0.92, "fast": 1.08},
              "stance": 0.62, "lift": 0.07, "bob": 0.018, "lean": 0.03, "swing": 0.35},
-    "run": {"speed": {"slow": 2.2, "normal": 3.0, "fast": 4.0}, "freq": {"slow": 1.3, "normal": 1.4, "fast": 1.5},
-            "stance": 0.36, "lift": 0.16, "bob": -0.04, "lean": 0.14, "swing": 0.6},
+    "run": {"speed": {"slow": 2.2, "normal": 2.9, "fast": 3.6}, "freq": {"slow": 1.35, "normal": 1.45, "fast": 1.55},
+            "stance": 0.38, "lift": 0.16, "bob": -0.04, "lean": 0.14, "swing": 0.6},
 }  # fmt: skip
+
+
+_MAX_CIRCLE_ACCEL = 6.0
+"""m/s^2; the speed of a circle is lowered until its centripetal acceleration is below this."""
 
 
 def _plan_locomotion(act: ActionSpec, ctx: Ctx) -> Plan:
@@ -289,6 +293,10 @@ def _plan_locomotion(act: ActionSpec, ctx: Ctx) -> Plan:
         freq *= 0.85
     dur = float(act.duration)
     ramp = min(0.6, 0.3 * dur)
+    if direction.startswith("circle"):
+        # Cap the centripetal acceleration (v^2 / r with r = v * T / 2pi) so short circles are walked
+        # or jogged around rather than spun on the spot with feet out of reach.
+        v0 = min(v0, _MAX_CIRCLE_ACCEL * (dur - ramp) / (2.0 * np.pi))
     dt = 0.01
     tf = np.arange(0.0, dur + 2 * dt, dt)
     v = v0 * ease(tf, 0.0, ramp) * (1.0 - ease(tf, dur - ramp, dur))
@@ -303,7 +311,8 @@ def _plan_locomotion(act: ActionSpec, ctx: Ctx) -> Plan:
     }
     sign = turn.get(direction, 0.0)
     if direction in ("left", "right"):
-        yaw_f = sign * 0.5 * np.pi * ease(tf, 0.1, 0.1 + min(1.4, 0.45 * dur))
+        t_turn = max(min(1.4, 0.45 * dur), 0.5 * np.pi * v0 / _MAX_CIRCLE_ACCEL)
+        yaw_f = sign * 0.5 * np.pi * ease(tf, 0.1, 0.1 + t_turn)
     elif direction in ("turn_left", "turn_right"):
         mid = 0.5 * dur
         yaw_f = sign * 0.5 * np.pi * ease(tf, mid - 0.6, mid + 0.6)
