@@ -97,7 +97,7 @@ def _to_plot(points: np.ndarray) -> np.ndarray:
 class _Panel:
     """Artists of one motion; ``update(t)`` moves them to frame ``t`` (clamped to the last frame)."""
 
-    def __init__(self, ax, joints: np.ndarray, spec: DatasetSpec, title: str | None):
+    def __init__(self, ax, joints: np.ndarray, spec: DatasetSpec, title: str | None, height: float):
         self.spec = spec
         self.radius = spec.plot_radius
         joints = joints.copy()
@@ -110,9 +110,9 @@ class _Panel:
         self.ax = ax
         ax.set_xlim(-h, h)
         ax.set_ylim(-h, h)
-        ax.set_zlim(0, self.radius * 0.5)
-        # The 3D axes leave wide margins; zoom in so the figure fills the panel.
-        ax.set_box_aspect((1, 1, 0.5), zoom=1.35)
+        ax.set_zlim(0, height)
+        # Equal units on all axes; the 3D axes leave wide margins, so zoom in.
+        ax.set_box_aspect((1, 1, height / self.radius), zoom=1.35)
         ax.view_init(elev=15, azim=-60)
         ax.set_axis_off()
         if title:
@@ -179,6 +179,9 @@ class MotionFigure:
             raise ValueError(f"{len(titles)} titles for {len(motions)} motions")
         joints = [to_joints(m, spec) for m in motions]
         self.n_frames = max(len(j) for j in joints)
+        # View height: half the box width, or more when a body is taller (KIT's radius is tighter).
+        tallest = max(float(np.ptp(j[..., 1])) for j in joints)
+        view_height = max(0.5 * spec.plot_radius, 1.1 * tallest)
         n = len(joints)
         wrapped = [textwrap.fill(t, _TITLE_WIDTH) if t else "" for t in titles]
         title_inches = max(w.count("\n") + 1 if w else 0 for w in wrapped) * _TITLE_LINE_INCHES
@@ -188,7 +191,7 @@ class MotionFigure:
         FigureCanvasAgg(self.fig)
         self.fig.subplots_adjust(left=0, right=1, bottom=0, top=panel_inches / height, wspace=0)
         self.panels = [
-            _Panel(self.fig.add_subplot(1, n, k + 1, projection="3d"), j, spec, t)
+            _Panel(self.fig.add_subplot(1, n, k + 1, projection="3d"), j, spec, t, view_height)
             for k, (j, t) in enumerate(zip(joints, wrapped, strict=True))
         ]
         # A frame counter keeps consecutive frames distinct, so GIF writers cannot merge them.
