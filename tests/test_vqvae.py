@@ -343,3 +343,37 @@ def test_configs_load():
         load_config(TokenizeConfig, CONFIGS / name / "tokenize.yaml")
     hml = load_config(VQTrainConfig, CONFIGS / "humanml3d" / "vq.yaml")
     assert hml.model == VQVAEConfig() and hml.batch_size == 256 and hml.total_steps == 999 + 300000
+
+
+class _ShiftVQ(torch.nn.Module):
+    """Stub tokenizer whose 'reconstruction' is the input with every RIC joint raised by 5 cm."""
+
+    frames_per_code, nb_code = 4, 8
+
+    def encode(self, x, lengths):
+        codes = torch.zeros(x.shape[0], x.shape[1] // 4, dtype=torch.long)
+        codes[:, 0] = 1
+        return codes.masked_fill(torch.arange(codes.shape[1])[None] >= (lengths // 4)[:, None], PAD_CODE)
+
+    def decode(self, codes, n):
+        self.last = self.inputs.clone()
+        self.last[..., 5:67:3] += 0.05 / self.std[5:67:3]  # Y of joints 1..21 in normalised units
+        return self.last
+
+
+def test_reconstruction_mpjpe_by_hand():
+    from data.vq_data import Clip
+    from models.vq_training import evaluate_reconstruction
+
+    rng = np.random.default_rng(0)
+    mean, std = np.zeros(263, np.float32), np.full(263, 0.5, np.float32)
+    clips = [Clip("a", rng.standard_normal((40, 263)).astype(np.float32))]
+    vq = _ShiftVQ()
+    vq.std = torch.from_numpy(std)
+    vq.inputs = torch.from_numpy(clips[0].motion)[None]
+    res = evaluate_reconstruction(vq, clips, spec=HML, mean=mean, std=std)
+    # 21 of 22 joints are off by 50 mm, the root by 0: mean 50 * 21 / 22 mm, aligned and global.
+    assert res["mpjpe_mm"] == pytest.approx(50 * 21 / 22, rel=1e-4)
+    assert res["mpjpe_global_mm"] == pytest.approx(50 * 21 / 22, rel=1e-4)
+    assert res["codes_used"] == 2 and res["n_frames"] == 40
+    assert res["perplexity"] == pytest.approx(np.exp(-(0.1 * np.log(0.1 + 1e-7) + 0.9 * np.log(0.9 + 1e-7))))
