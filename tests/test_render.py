@@ -60,6 +60,12 @@ def test_frame_shows_the_figure(tmp_path: Path):
     assert np.nonzero(red)[1].mean() < np.nonzero(blue)[1].mean()
 
 
+def test_kit_skeleton(tmp_path: Path):
+    kit = get_dataset_spec("kit")
+    joints = np.random.default_rng(0).uniform(-300, 300, (5, kit.joints_num, 3)).astype(np.float32)
+    assert _gif_info(render_motions([joints], tmp_path / "k.gif", spec=kit, mp4="no")[0])[:1] == (5,)
+
+
 def test_inputs_and_colours():
     assert chain_colors(SPEC) == ["#d62728", "#1f77b4", "#303030", "#d62728", "#1f77b4"]
     assert len(chain_colors(get_dataset_spec("kit"))) == 5
