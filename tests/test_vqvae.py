@@ -287,6 +287,16 @@ def test_train_and_tokenize_scripts(make_tiny_dataset, tmp_path: Path):
     }  # fmt: skip
     np.testing.assert_array_equal(np.load(run / "meta" / "mean.npy"), np.load(root / "Mean.npy"))
 
+    from eval import vq_reconstruct
+
+    rec = vq_reconstruct.main([f"checkpoint={run / 'net_last.pth'}", f"dataset_root={root}", "ids=['000001']",
+                               f"out_dir={tmp_path / 'rec'}"])  # fmt: skip
+    assert rec["clips"]["000001"]["n_frames"] == 120
+    assert np.load(tmp_path / "rec" / "000001_recon.npy").shape == (120, 263)
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "rec" / "000001_gt.npy"), np.load(root / "new_joint_vecs" / "000001.npy")
+    )
+
     # A clip shorter than one code and an unreadable clip.
     np.save(root / "new_joint_vecs" / "000002.npy", np.zeros((3, 263), np.float32))
     bad = np.zeros((50, 263), np.float32)
