@@ -22,6 +22,10 @@ A **method** is a generation callable plus the normalisation space its motions a
   independent crop draw of the same items (as Guo's two loader passes; hence not exactly 0);
 - mean ± 95% CI over replications (``eval.metrics.mean_ci95``).
 
+Batch composition (spec section 10): generated motions are scored in exactly the ground truth's
+batches of the replication (same items, same captions), as T2M-GPT does; Guo's harness instead
+regrouped generated motions into unshuffled batches, which changes R-precision slightly.
+
 Text embeddings: every caption of every test item is embedded once, in fixed chunks (so the
 numbers do not depend on the process count), and each replication indexes the chosen captions.
 
