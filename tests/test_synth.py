@@ -44,7 +44,7 @@ def built(tmp_path_factory):
 
 def _canonical(joints: np.ndarray) -> np.ndarray:
     """Joints as the dataset stores them (retargeted, on the floor, facing +Z at frame 0)."""
-    return recover_from_ric(joints_to_features(joints), HML.joints_num)
+    return recover_from_ric(joints_to_features(joints, continuous_yaw=True), HML.joints_num)
 
 
 def _single(family: str, **attrs) -> MotionProgram:
