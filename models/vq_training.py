@@ -424,6 +424,6 @@ class VQTrainer:
                 window, t0 = [], time.perf_counter()
             if step % cfg.val_every == 0 and step != end:
                 self._validate_and_save()
-        if end > 0 and (not losses or self.step == end):
+        if losses:  # the loop validates every val_every steps except the last one
             self._validate_and_save()
         return losses

@@ -54,15 +54,19 @@ def main(argv: list[str] | None = None) -> dict:
     )  # fmt: skip
     val = clips(cfg.val_split, fpc, cfg.val_max_motions) if cfg.val_split else None
     trainer = VQTrainer(cfg, spec, train, val, mean, std)
-    trainer.fit()
+    ran = trainer.fit()
 
     result: dict = {}
+    done = out / f"eval_{cfg.final_eval_split}.json"
+    if not ran and done.is_file():
+        logger.info("run already finished at step %d; keeping %s", trainer.step, done)
+        return json.loads(done.read_text())
     if cfg.final_eval_split and trainer.step == cfg.total_steps:
         result = trainer.validate(clips(cfg.final_eval_split, fpc, 0), cfg.final_eval_split)
         result.update(split=cfg.final_eval_split, checkpoint=str(out / "net_last.pth"), step=trainer.step,
                       config=str(out / "config.yaml"), seed=seed)  # fmt: skip
         if is_main_process():
-            (out / f"eval_{cfg.final_eval_split}.json").write_text(json.dumps(result, indent=2))
+            done.write_text(json.dumps(result, indent=2))
     return result
 
 

@@ -286,6 +286,9 @@ def test_train_and_tokenize_scripts(make_tiny_dataset, tmp_path: Path):
         "config.yaml", "run_info.json", "meta", "metrics.jsonl", "net_last.pth", "resume_last.pt", "eval_test.json",
     }  # fmt: skip
     np.testing.assert_array_equal(np.load(run / "meta" / "mean.npy"), np.load(root / "Mean.npy"))
+    mtime = (run / "net_last.pth").stat().st_mtime_ns
+    assert train_vq.main(args) == result  # finished run: nothing retrained, result kept
+    assert (run / "net_last.pth").stat().st_mtime_ns == mtime
 
     from eval import vq_reconstruct
 
