@@ -30,12 +30,23 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.lapack
 
 logger = logging.getLogger(__name__)
 
 # Relative size of a negative eigenvalue (vs the largest) above which a "covariance" is rejected
 # as not positive semi-definite; rounding in a genuine N-1 covariance stays around 1e-13.
 _PSD_TOLERANCE = 1e-8
+
+# Rows per chunk in text_motion_scores_batched: 64 rows of both (64, 512) float64 inputs take
+# 0.5 MiB, well inside a 2 MiB L2 cache (measured: 64 rows beat 32 to 512 and no chunking).
+_CHUNK_ROWS = 64
+
+# activation_statistics: largest mean^2 / variance of a column for which the covariance is taken
+# from the uncentred Gram matrix (loses at most log10(1 + 100) ~ 2 digits), and how many rows
+# the pre-check samples.
+_MAX_KAPPA = 100.0
+_KAPPA_SAMPLE_ROWS = 256
 
 
 # --------------------------------------------------------------------------- input checks
@@ -63,17 +74,15 @@ def _as_float_array(x: object, name: str, ndim: int, what: str, check_finite: bo
     return arr
 
 
-def _squared_norms_checked(arr: np.ndarray, name: str) -> np.ndarray:
-    """``(N,)`` squared row norms of ``(N, D)`` ``arr``; raises if ``arr`` has NaN/inf entries.
+def _check_squared_norms(sq: np.ndarray, arr: np.ndarray, name: str) -> None:
+    """Raise if the ``(N,)`` squared row norms ``sq`` of ``(N, D)`` ``arr`` show NaN/inf entries.
 
     A row norm is finite iff the row is (barring overflow above ~1e154), so this validates the
-    input in the same memory pass that the distance computation needs anyway.
+    input from the norms the distance computation needs anyway, without another pass over it.
     """
-    sq = np.einsum("nd,nd->n", arr, arr)
     if not np.isfinite(sq).all():
         _raise_if_not_finite(arr, name)
         raise ValueError(f"{name}: values too large, squared row norms overflow float64")
-    return sq
 
 
 def _check_pair(
@@ -110,8 +119,9 @@ def _check_stats(mu: object, sigma: object, suffix: str) -> tuple[np.ndarray, np
 def euclidean_distance_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise Euclidean distances in the reference's expanded form.
 
-    ``dist[i, j] = sqrt(max(||a_i||^2 + ||b_j||^2 - 2 a_i . b_j, 0))``; the clamp at 0 removes the
-    tiny negative values that rounding gives for (nearly) identical vectors, which would be NaN.
+    ``dist[i, j] = sqrt(max((-2 a_i . b_j + ||a_i||^2) + ||b_j||^2, 0))``, summed in the reference's
+    order (so the values are bit-identical to it); the clamp at 0 removes the tiny negative values
+    that rounding gives for (nearly) identical vectors, which would be NaN.
 
     Args:
         a: ``(N, D)`` embeddings (rows = texts in R-precision).
@@ -124,8 +134,12 @@ def euclidean_distance_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = _as_float_array(b, "b", 2, "(M, D) embeddings")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"a {a.shape} and b {b.shape} must have the same embedding size D")
-    d2 = np.einsum("nd,nd->n", a, a)[:, None] + np.einsum("md,md->m", b, b)[None, :] - 2.0 * (a @ b.T)
-    return np.sqrt(np.maximum(d2, 0.0))
+    d2 = a @ b.T
+    d2 *= -2.0
+    d2 += np.vecdot(a, a)[:, None]
+    d2 += np.vecdot(b, b)[None, :]
+    np.maximum(d2, 0.0, out=d2)
+    return np.sqrt(d2, out=d2)
 
 
 def _own_rank(dist: np.ndarray) -> np.ndarray:
@@ -228,12 +242,32 @@ def text_motion_scores_batched(
     _check_top_k(top_k, batch_size)
     nb = n_total // batch_size
     n = nb * batch_size
-    sq_t = _squared_norms_checked(t, "text_emb")[:n].reshape(nb, batch_size)
-    sq_m = _squared_norms_checked(m, "motion_emb")[:n].reshape(nb, batch_size)
-    tb = t[:n].reshape(nb, batch_size, dim)
-    mb = m[:n].reshape(nb, batch_size, dim)
-    d2 = sq_t[:, :, None] + sq_m[:, None, :] - 2.0 * np.matmul(tb, mb.transpose(0, 2, 1))  # (nb, B, B)
-    dist = np.sqrt(np.maximum(d2, 0.0))
+    sq_t, sq_m = np.empty(n_total), np.empty(n_total)  # squared row norms
+    dot = np.empty((nb, batch_size, batch_size))  # dot[b, i, j] = t_(bB+i) . m_(bB+j)
+    # Work in chunks of whole batches that fit the L2 cache: the norms pass brings the rows in and
+    # the batched product (one BLAS gemm per batch) reads them from there, not from memory again.
+    step = max(1, _CHUNK_ROWS // batch_size)
+    with np.errstate(over="ignore", invalid="ignore"):  # NaN/inf/overflow are reported just below
+        for b0 in range(0, nb, step):
+            b1 = min(nb, b0 + step)
+            rows = slice(b0 * batch_size, b1 * batch_size)
+            tc, mc = t[rows], m[rows]
+            np.vecdot(tc, tc, out=sq_t[rows])
+            np.vecdot(mc, mc, out=sq_m[rows])
+            tcb = tc.reshape(b1 - b0, batch_size, dim)
+            np.matmul(tcb, mc.reshape(b1 - b0, batch_size, dim).transpose(0, 2, 1), out=dot[b0:b1])
+        # the rows of a dropped partial batch are validated too
+        np.vecdot(t[n:], t[n:], out=sq_t[n:])
+        np.vecdot(m[n:], m[n:], out=sq_m[n:])
+    _check_squared_norms(sq_t, t, "text_emb")
+    _check_squared_norms(sq_m, m, "motion_emb")
+    # In place, in euclidean_distance_matrix's (and the reference's) order: (-2 t.m + |t|^2) + |m|^2.
+    dist = dot
+    dist *= -2.0
+    dist += sq_t[:n].reshape(nb, batch_size)[:, :, None]
+    dist += sq_m[:n].reshape(nb, batch_size)[:, None, :]
+    np.maximum(dist, 0.0, out=dist)
+    np.sqrt(dist, out=dist)  # (nb, B, B)
     hits = _cumulative_hits(_own_rank(dist), top_k)
     mm_dist = float(np.trace(dist, axis1=1, axis2=2).sum() / n)
     return hits / n, mm_dist
@@ -259,20 +293,61 @@ def activation_statistics(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     ``mu = (1/N) sum_i x_i``, ``sigma = (X - mu)^T (X - mu) / (N - 1)``.
 
+    Computed as ``(X^T X - N mu mu^T) / (N - 1)`` (one BLAS ``syrk`` on the data as given, no
+    centred copy) when the means are small against the spread: with ``kappa_d = mu_d^2 / var_d``
+    the subtraction cancels ``log10(1 + kappa_d)`` digits, so it is used only for
+    ``max_d kappa_d <= 100`` (at most ~2 of 16 digits lost; sigma then matches ``np.cov`` to
+    ~1e-13 relative). Otherwise, or for a constant column, the centred product above is used.
+
     Args:
         emb: ``(N, D)`` with ``N >= 2``.
 
     Returns:
         ``mu (D,)``, ``sigma (D, D)`` (exactly symmetric).
+
+    Raises:
+        ValueError: bad shape, fewer than 2 samples, NaN/inf entries or values whose squares overflow.
     """
-    x = _as_float_array(emb, "emb", 2, "(N, D) embeddings")
-    if x.shape[0] < 2:
-        raise ValueError(f"emb: need at least 2 samples for a covariance, got {x.shape[0]}")
+    x = _as_float_array(emb, "emb", 2, "(N, D) embeddings", check_finite=False)  # checked via mu below
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError(f"emb: need at least 2 samples for a covariance, got {n}")
+    # Decide on the uncentred form from a row subsample first, so that data with large means does
+    # not pay for a wasted syrk; the exact check after the syrk below is the guarantee.
+    sample = x[:: max(1, n // _KAPPA_SAMPLE_ROWS)]
+    uncentred = len(sample) >= 2 and _max_kappa(sample.mean(axis=0), sample.var(axis=0)) <= _MAX_KAPPA
+    # numpy sends a.T @ a (same buffer) to BLAS syrk: half the FLOPs of np.cov's gemm, and it fills
+    # both triangles from one, so the result is exactly symmetric.
+    gram = x.T @ x if uncentred else None
     mu = x.mean(axis=0)
-    xc = x - mu
-    # xc.T @ xc goes to BLAS syrk (half the work of np.cov's gemm) and returns a symmetric matrix.
-    sigma = (xc.T @ xc) / (x.shape[0] - 1)
+    # A NaN/inf entry makes its column mean NaN/inf, so checking the (D,) mean validates the input
+    # without another pass over the (N, D) array.
+    if not np.isfinite(mu).all():
+        _raise_if_not_finite(x, "emb")
+        raise ValueError("emb: values too large, the column means overflow float64")
+    if gram is not None:
+        mean_sq = np.multiply.outer(mu, mu)  # exactly symmetric, as is gram
+        mean_sq *= n
+        if _max_kappa(mu, (np.diagonal(gram) - np.diagonal(mean_sq)) / n) <= _MAX_KAPPA:
+            gram -= mean_sq
+            sigma = gram
+        else:
+            logger.debug("activation_statistics: means large against the spread, using the centred product")
+            gram = None
+    if gram is None:
+        xc = x - mu
+        sigma = xc.T @ xc
+    sigma /= n - 1
+    if not np.isfinite(np.trace(sigma)):  # off-diagonal entries are bounded by the diagonal ones
+        raise ValueError("emb: values too large, the covariance overflows float64")
     return mu, sigma
+
+
+def _max_kappa(mu: np.ndarray, var: np.ndarray) -> float:
+    """``max_d mu_d^2 / var_d`` (``inf`` for a column with no spread or non-finite values)."""
+    if not (np.all(var > 0) and np.isfinite(var).all() and np.isfinite(mu).all()):
+        return float("inf")
+    return float(np.max(mu * mu / var))
 
 
 def frechet_distance(
@@ -320,15 +395,20 @@ class FrechetReference:
     Attributes:
         mu: ``(D,)`` mean.
         sigma: ``(D, D)`` covariance.
-        factor: ``(D, D)`` matrix ``F`` with ``F F^T = sigma`` (``F = V diag(sqrt(w))`` from the
-            eigendecomposition ``sigma = V diag(w) V^T``, eigenvalues clipped at 0).
+        factor: ``(D, D)`` matrix ``F`` with ``F F^T = sigma``: the lower-triangular Cholesky factor
+            ``L`` when ``sigma`` is numerically positive definite (``triangular=True``), otherwise
+            ``F = V diag(sqrt(w))`` from the eigendecomposition ``sigma = V diag(w) V^T``,
+            eigenvalues clipped at 0.
         trace: ``Tr(sigma)``.
+        triangular: ``factor`` is lower triangular, so ``F^T sigma F`` takes two triangular
+            products (``D^3`` FLOPs each) instead of two general ones (``2 D^3`` each).
     """
 
     mu: np.ndarray
     sigma: np.ndarray
     factor: np.ndarray
     trace: float
+    triangular: bool = False
 
 
 def _check_psd_eigenvalues(w: np.ndarray, name: str) -> np.ndarray:
@@ -343,30 +423,84 @@ def _check_psd_eigenvalues(w: np.ndarray, name: str) -> np.ndarray:
 
 
 def _check_symmetric(sigma: np.ndarray, name: str) -> None:
+    """ValueError unless ``sigma`` is symmetric up to ``1e-10`` of its largest entry."""
+    if _exactly_symmetric(sigma):  # the usual case (activation_statistics)
+        return
     scale = max(float(np.max(np.abs(sigma))), np.finfo(np.float64).tiny)
     asym = sigma - sigma.T
     if float(np.max(np.abs(asym, out=asym))) > 1e-10 * scale:
         raise ValueError(f"{name} is not symmetric; pass a covariance from activation_statistics")
 
 
+def _exactly_symmetric(sigma: np.ndarray, block: int = 128) -> bool:
+    """``sigma == sigma.T`` exactly, compared in row strips (the transposed strip stays in cache)."""
+    d = sigma.shape[0]
+    return all(
+        np.array_equal(sigma[i : i + block, i:], sigma[i:, i : i + block].T) for i in range(0, d, block)
+    )
+
+
+def _eigvalsh_lower(m: np.ndarray) -> np.ndarray:
+    """Eigenvalues (ascending) of the symmetric matrix whose lower triangle is that of ``m``.
+
+    LAPACK ``dsyevr`` (tridiagonal reduction + ``dsterf`` for all eigenvalues, like numpy's
+    ``eigvalsh``); a Fortran-ordered ``m`` is overwritten, not copied.
+    """
+    w, _, _, _, info = scipy.linalg.lapack.dsyevr(m, compute_v=0, lower=1, overwrite_a=1)
+    if info != 0:
+        raise ValueError(f"FID: LAPACK dsyevr failed (info={info}) on a {m.shape} matrix")
+    return w
+
+
 def frechet_reference(mu: np.ndarray, sigma: np.ndarray) -> FrechetReference:
     """Precompute a reference set's statistics for :func:`frechet_distance_to_reference`.
 
-    Costs one symmetric eigendecomposition; do it once per reference set (e.g. once for cached
-    real-motion embeddings rather than once per replication). Where the reference changes every
-    replication (T2M-GPT/IRG use the real embeddings of the same replication, whose crops are
-    redrawn), build it per replication: reference + distance still cost about a third of one
-    ``sqrtm`` at D = 512.
+    The factor is the Cholesky factor ``L`` (``L L^T = sigma``) when ``sigma`` is numerically
+    positive definite, else the clipped eigen-factor ``V diag(sqrt(w))`` (singular covariances, e.g.
+    fewer samples than dimensions); both give the same distance up to rounding. Costs one
+    factorisation; do it once per reference set (e.g. once for cached real-motion embeddings
+    rather than once per replication). Where the reference changes every replication
+    (T2M-GPT/IRG use the real embeddings of the same replication, whose crops are redrawn), build
+    it per replication: reference + distance still cost far less than one ``sqrtm`` at D = 512.
 
     Args:
         mu: ``(D,)`` mean.
         sigma: ``(D, D)`` symmetric PSD covariance.
+
+    Raises:
+        ValueError: shapes, non-finite values, asymmetry or clearly negative eigenvalues.
     """
     mu, sigma = _check_stats(mu, sigma, "")
     _check_symmetric(sigma, "sigma")
+    trace = float(np.trace(sigma))
+    try:
+        chol = np.linalg.cholesky(sigma)
+    except np.linalg.LinAlgError:  # singular or (rounding-level) indefinite: eigen-factor below
+        pass
+    else:
+        # Fortran order is what BLAS trmm reads, so no copy is made per distance.
+        return FrechetReference(
+            mu=mu, sigma=sigma, factor=np.asfortranarray(chol), trace=trace, triangular=True
+        )
     w, v = np.linalg.eigh(sigma)
     w = _check_psd_eigenvalues(w, "sigma")
-    return FrechetReference(mu=mu, sigma=sigma, factor=v * np.sqrt(w), trace=float(np.trace(sigma)))
+    return FrechetReference(mu=mu, sigma=sigma, factor=v * np.sqrt(w), trace=trace)
+
+
+def _congruence(ref: FrechetReference, sigma: np.ndarray) -> np.ndarray:
+    """``F^T sigma F`` for the reference factor ``F``; only its lower triangle is meaningful.
+
+    ``sigma`` is symmetric, so its transpose (the Fortran-ordered view of a C-ordered array, no
+    copy) is passed to LAPACK as ``sigma``.
+    """
+    if ref.triangular:
+        # LAPACK's reduction of sigma L L^T x = lambda x to standard form (itype 2): L^T sigma L,
+        # using the symmetry (about D^3 FLOPs; two trmm would be 2 D^3). sigma is not overwritten.
+        m, info = scipy.linalg.lapack.dsygst(sigma.T, ref.factor, itype=2, lower=1)
+        if info != 0:
+            raise ValueError(f"FID: LAPACK dsygst failed (info={info}); sigma shape {sigma.shape}")
+        return m
+    return ref.factor.T @ (sigma @ ref.factor)
 
 
 def frechet_distance_to_reference(ref: FrechetReference, mu: np.ndarray, sigma: np.ndarray) -> float:
@@ -377,8 +511,9 @@ def frechet_distance_to_reference(ref: FrechetReference, mu: np.ndarray, sigma: 
 
     Why this equals ``Tr sqrtm(sigma_r sigma)``: ``sigma_r sigma = F (F^T sigma)`` and
     ``M = (F^T sigma) F`` share their non-zero eigenvalues (``XY`` and ``YX`` always do), and M is
-    symmetric PSD, so they are real and ``>= 0``. With ``F = sigma_r^(1/2) V`` this is the brief's
-    ``sigma_r^(1/2) sigma sigma_r^(1/2)`` up to the orthogonal similarity ``V``. When ``sigma_r``
+    symmetric PSD, so they are real and ``>= 0``. Any ``F`` with ``F F^T = sigma_r`` works: for two
+    such factors ``F2 = F1 Q`` with ``Q`` orthogonal, so their ``M`` are orthogonally similar;
+    ``F = sigma_r^(1/2)`` gives the brief's ``sigma_r^(1/2) sigma sigma_r^(1/2)``. When ``sigma_r``
     is non-singular, ``sigma_r sigma`` is similar to M, hence diagonalisable with eigenvalues
     ``lambda_i``; its principal square root has eigenvalues ``sqrt(lambda_i)`` and the trace is
     their sum. Rounding can leave eigenvalues of order ``-1e-16 * max`` for a singular product:
@@ -395,8 +530,8 @@ def frechet_distance_to_reference(ref: FrechetReference, mu: np.ndarray, sigma: 
     if mu.shape != ref.mu.shape:
         raise ValueError(f"mu {mu.shape} does not match the reference dimension {ref.mu.shape}")
     _check_symmetric(sigma, "sigma")
-    m = ref.factor.T @ (sigma @ ref.factor)
-    lam = np.linalg.eigvalsh((m + m.T) * 0.5)  # symmetrise away matmul rounding
+    # only the lower triangle is read, so M's rounding-level asymmetry needs no averaging
+    lam = _eigvalsh_lower(_congruence(ref, sigma))
     tr_covmean = float(np.sqrt(_check_psd_eigenvalues(lam, "F^T sigma F")).sum())
     diff = ref.mu - mu
     return float(diff @ diff + ref.trace + np.trace(sigma) - 2.0 * tr_covmean)
@@ -412,6 +547,9 @@ def diversity(emb: np.ndarray, times: int = 300, seed: int = 0) -> float:
     replacement and independently (``rng.choice`` twice, ``rng = np.random.default_rng(seed)``);
     ``Diversity = (1/S) sum_s ||emb[a_s] - emb[b_s]||``. The protocol uses ``S = 300``.
 
+    Only the ``2 S`` sampled rows are read (and converted to float64), so the cost does not grow
+    with N; a NaN/inf in a sampled row raises, rows that were not drawn do not enter the value.
+
     Args:
         emb: ``(N, D)`` with ``N > times``.
         times: number of pairs S.
@@ -419,9 +557,11 @@ def diversity(emb: np.ndarray, times: int = 300, seed: int = 0) -> float:
 
     Raises:
         ValueError: ``N <= times`` (the published code asserts this; returning 0 would hide a broken
-            run), non-finite values or a bad shape.
+            run), non-finite values in the sampled rows or a bad shape.
     """
-    x = _as_float_array(emb, "emb", 2, "(N, D) embeddings")
+    x = emb if isinstance(emb, np.ndarray) else np.asarray(emb, dtype=np.float64)
+    if x.ndim != 2 or x.size == 0:
+        raise ValueError(f"emb: expected (N, D) embeddings (2 dims, non-empty), got shape {x.shape}")
     if times < 1:
         raise ValueError(f"times={times} must be >= 1")
     if x.shape[0] <= times:
@@ -432,7 +572,13 @@ def diversity(emb: np.ndarray, times: int = 300, seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
     first = rng.choice(x.shape[0], times, replace=False)
     second = rng.choice(x.shape[0], times, replace=False)
-    return float(np.linalg.norm(x[first] - x[second], axis=1).mean())
+    diff = np.asarray(x[first], dtype=np.float64) - np.asarray(x[second], dtype=np.float64)  # (S, D)
+    value = float(np.linalg.norm(diff, axis=1).mean())
+    if not np.isfinite(value):  # a NaN/inf in either row of a pair makes its distance non-finite
+        sampled = np.asarray(x[np.union1d(first, second)], dtype=np.float64)
+        _raise_if_not_finite(sampled, "emb (sampled rows)")
+        raise ValueError("emb: values too large, pair distances overflow float64")
+    return value
 
 
 def multimodality(emb: np.ndarray, times: int = 10, seed: int = 0) -> float:

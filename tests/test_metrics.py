@@ -67,6 +67,16 @@ def test_distance_matrix_toy():
     np.testing.assert_allclose(euclidean_distance_matrix(TEXT, MOTION), DIST, rtol=1e-12)
 
 
+def test_distance_matrix_is_bit_identical_to_reference_order():
+    rng = np.random.default_rng(9)
+    a, b = rng.normal(size=(32, 64)), rng.normal(size=(32, 64))
+    # the published expanded form, summed in its order: (-2 a.b + |a|^2) + |b|^2
+    ref = np.sqrt(-2 * np.dot(a, b.T) + np.vecdot(a, a)[:, None] + np.vecdot(b, b))
+    np.testing.assert_array_equal(euclidean_distance_matrix(a, b), ref)
+    _, mm = text_motion_scores_batched(a, b, batch_size=32, top_k=1)
+    assert mm == np.trace(ref) / 32
+
+
 def test_distance_matrix_identical_rows_is_zero_not_nan():
     a = np.array([[1e8, 3.0], [0.1, 0.2]])
     d = euclidean_distance_matrix(a, a)
@@ -157,6 +167,37 @@ def test_activation_statistics_match_np_cov():
     np.testing.assert_array_equal(sigma, sigma.T)
 
 
+@pytest.mark.parametrize("offset", [0.0, 3.0, 1e4])
+def test_activation_statistics_both_forms_match_np_cov(offset):
+    # offsets 0 and 3 (kappa <= 100) take the uncentred Gram form, 1e4 (kappa ~1e8) the centred one
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 8)) * np.linspace(0.5, 2.0, 8) + offset * rng.normal(size=8)
+    mu, sigma = activation_statistics(x)
+    np.testing.assert_allclose(mu, x.mean(axis=0), rtol=1e-13)
+    ref = np.cov(x, rowvar=False)
+    assert np.max(np.abs(sigma - ref)) <= 1e-12 * np.max(np.abs(ref))
+    np.testing.assert_array_equal(sigma, sigma.T)
+
+
+def test_activation_statistics_form_choice():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(400, 5))
+    kappa_small = metrics._max_kappa(x.mean(axis=0), x.var(axis=0))
+    assert kappa_small <= metrics._MAX_KAPPA
+    shifted = x + 1e6  # kappa ~ 1e12: the Gram form loses ~12 digits, so the centred one is used
+    assert metrics._max_kappa(shifted.mean(axis=0), shifted.var(axis=0)) > metrics._MAX_KAPPA
+    n, mu = len(shifted), shifted.mean(axis=0)
+    naive = (shifted.T @ shifted - n * np.outer(mu, mu)) / (n - 1)
+    ref = np.cov(x, rowvar=False)
+    assert np.max(np.abs(naive - ref)) > 1e-6  # what the guard prevents
+    _, sigma = activation_statistics(shifted)
+    np.testing.assert_allclose(sigma, ref, rtol=1e-8, atol=1e-9)
+    assert metrics._max_kappa(np.ones(3), np.array([1.0, 0.0, 1.0])) == float("inf")  # constant column
+    const = np.c_[x, np.full(400, 2.0)]
+    _, sigma_c = activation_statistics(const)
+    np.testing.assert_array_equal(sigma_c[-1], 0.0)
+
+
 @pytest.mark.parametrize("fast", [False, True])
 def test_fid_of_diagonal_gaussians_matches_closed_form(fast):
     # FID = ||mu1-mu2||^2 + sum_i (sqrt(s1_i) - sqrt(s2_i))^2 = 1 + 1 + 1 + 0.25
@@ -196,6 +237,47 @@ def test_fast_fid_handles_singular_reference():
     assert frechet_distance_to_reference(frechet_reference(mu_a, s_a), mu_a, s_a) == pytest.approx(
         0.0, abs=1e-6
     )
+
+
+def test_cholesky_and_eigen_factors_give_the_same_fid():
+    rng = np.random.default_rng(5)
+    real = rng.normal(size=(300, 16)) @ rng.normal(size=(16, 16)) + 0.1
+    gen = real + 0.4 * rng.normal(size=(300, 16))
+    mu_r, s_r = activation_statistics(real)
+    chol_ref = frechet_reference(mu_r, s_r)
+    assert chol_ref.triangular  # full-rank covariance: Cholesky factor
+    np.testing.assert_allclose(chol_ref.factor @ chol_ref.factor.T, s_r, rtol=1e-12, atol=1e-12)
+    w, v = np.linalg.eigh(s_r)
+    eig_ref = metrics.FrechetReference(mu=mu_r, sigma=s_r, factor=v * np.sqrt(w), trace=float(np.trace(s_r)))
+    stats = activation_statistics(gen)
+    fast_chol = frechet_distance_to_reference(chol_ref, *stats)
+    assert fast_chol == pytest.approx(frechet_distance_to_reference(eig_ref, *stats), rel=1e-10)
+    assert fast_chol == pytest.approx(frechet_distance(mu_r, s_r, *stats), rel=1e-9)
+    # a singular reference (rank 4 in 12 dims) falls back to the clipped eigen-factor
+    assert not frechet_reference(*activation_statistics(rng.normal(size=(5, 12)))).triangular
+
+
+def test_distance_to_reference_leaves_inputs_untouched():
+    rng = np.random.default_rng(6)
+    ref = frechet_reference(*activation_statistics(rng.normal(size=(60, 6))))
+    mu, sigma = activation_statistics(rng.normal(size=(60, 6)) + 0.2)
+    before = (ref.factor.copy(), sigma.copy())
+    frechet_distance_to_reference(ref, mu, sigma)
+    np.testing.assert_array_equal(ref.factor, before[0])
+    np.testing.assert_array_equal(sigma, before[1])
+
+
+def test_symmetry_check_exact_and_tolerant():
+    s = np.random.default_rng(7).normal(size=(300, 300))
+    s = s + s.T
+    assert metrics._exactly_symmetric(s)  # 300 = 2 full strips of 128 + a partial one
+    t = s.copy()
+    t[290, 3] += 1e-13  # in the last, partial strip; below the 1e-10 tolerance
+    assert not metrics._exactly_symmetric(t)
+    metrics._check_symmetric(t, "sigma")
+    t[290, 3] += 1.0
+    with pytest.raises(ValueError, match="not symmetric"):
+        metrics._check_symmetric(t, "sigma")
 
 
 def test_fid_retries_non_finite_sqrtm_with_offset(monkeypatch):
@@ -242,6 +324,21 @@ def test_diversity_simplex_and_invariances():
     shifted = 2.0 * emb + 5.0
     assert diversity(shifted, times=20, seed=0) == pytest.approx(2 * value, rel=1e-12)
     assert diversity(np.ones((31, 4)), times=30) == 0.0
+
+
+def test_diversity_reads_only_sampled_rows():
+    x = np.random.default_rng(8).normal(size=(50, 3))
+    rng = np.random.default_rng(2)
+    a, b = rng.choice(50, 10, replace=False), rng.choice(50, 10, replace=False)
+    unused = np.setdiff1d(np.arange(50), np.union1d(a, b))[0]
+    bad = x.copy()
+    bad[unused] = np.nan  # never drawn: the value is that of the drawn pairs
+    assert diversity(bad, times=10, seed=2) == diversity(x, times=10, seed=2)
+    bad[a[4], 1] = np.inf
+    with pytest.raises(ValueError, match="sampled rows"):
+        diversity(bad, times=10, seed=2)
+    ints = np.arange(60)[:, None] * np.ones((1, 2), dtype=np.int64)  # non-float input is cast
+    assert diversity(ints, times=10, seed=1) == pytest.approx(diversity(ints.astype(float), times=10, seed=1))
 
 
 def test_multimodality_hand_made():
