@@ -19,6 +19,7 @@ through ``build_cot`` (section 6).
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,10 +177,11 @@ def build_cot_prompt(caption: str, template: str | None = None) -> str:
     return render_prompt(system, substitute(template or user, {GOAL_CAPTION: caption}, [GOAL_CAPTION]))
 
 
-def _check_no_placeholder(text: str, where: str) -> None:
-    import re
+_PLACEHOLDER_RE = re.compile(r"<(?!Motion_\d)[A-Z][A-Za-z0-9]*_[A-Za-z0-9_]+>")
 
-    left = re.findall(r"<(?!Motion_\d)[A-Z][A-Za-z0-9]*_[A-Za-z0-9_]+>", text)
+
+def _check_no_placeholder(text: str, where: str) -> None:
+    left = _PLACEHOLDER_RE.findall(text)
     if left:
         raise AnnotationError(f"{where}: unsubstituted placeholder(s) {sorted(set(left))} remain")
 

@@ -175,3 +175,11 @@ def test_parse_stated_formats():
     assert parse_stated(["0.speed", "actions[1].limb", "0.family"], "x") == want
     assert parse_stated([[0, "speed"], [1, "limb"]], "x") == want
     assert parse_stated({"0": ["speed"], "1": ["limb"]}, "x") == want
+
+
+@pytest.mark.parametrize("path", ["configs/tiny/engine.yaml", "configs/humanml3d/engine.yaml"])
+def test_engine_configs_load(path):
+    from data.config import load_config
+
+    cfg = load_config(EngineConfig, Path(__file__).resolve().parents[1] / path)
+    assert cfg.variants_per_goal == 4 and cfg.split == "train"

@@ -347,6 +347,8 @@ def run_engine(cfg: EngineConfig) -> EngineSummary:
             per_task[k].append(a)
     info_time = time.strftime("%Y-%m-%d %H:%M:%S")
     for task, anns in per_task.items():
+        if not anns:
+            continue  # e.g. attribute tasks for a dataset without attributes
         info = {
             "num_instances": str(len(anns)),
             "time": info_time,
