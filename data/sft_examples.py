@@ -404,3 +404,41 @@ def tokenize_example(example: Example, tokenizer: Any, max_length: int = 2048) -
         labels.extend(piece if seg.trainable else [IGNORE_INDEX] * len(piece))
     truncated = len(ids) > max_length
     return TokenizedExample(ids[:max_length], labels[:max_length], truncated)
+
+
+class AnnotationExampleSet:
+    """Indexable training examples over one or more annotation files (spec section 4.3).
+
+    The length is the number of annotations (not candidates); ``example(i, epoch)`` draws the
+    candidate, captions, templates, crops (if the code source draws them) and stage-2 attempts
+    from ``random.Random(f"{seed}:{epoch}:{i}")``, so every access is reproducible and nothing is
+    mutated (B3). Use ``seed + rank`` per rank if ranks should differ (B5).
+
+    Args:
+        files: paths, or one ``a.json:b.json`` string as in ``--data-json-files``.
+        codes: motion ref -> codes (``data.motion_codes``).
+        pools: prompt pools (``data.prompts.load_prompt_pools``).
+        seed: base seed.
+        options: stage-2 trace options.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[str] | str,
+        codes: CodeLookup,
+        pools: PromptPools,
+        seed: int = 0,
+        options: BuildOptions | None = None,
+    ) -> None:
+        from data.annotations import read_annotation_file
+
+        paths = files.split(":") if isinstance(files, str) else list(files)
+        self.annotations = [a for p in paths for a in read_annotation_file(p).annotations]
+        self.codes, self.pools, self.seed, self.options = codes, pools, seed, options
+
+    def __len__(self) -> int:
+        return len(self.annotations)
+
+    def example(self, index: int, epoch: int = 0) -> Example:
+        rng = random.Random(f"{self.seed}:{epoch}:{index}")
+        return build_example(self.annotations[index], self.codes, self.pools, rng, self.options)

@@ -457,3 +457,14 @@ def test_inspect_annotations_cli(tmp_path, capsys):
     rc = main(["--dataset-root", str(root), "--codes-dir", str(codes_dir), str(bad)])
     err = capsys.readouterr().err
     assert rc == 1 and "bad.json: annotation id=9 (#0): field 'conversations'" in err
+
+
+def test_example_set_over_several_files_is_seeded(tmp_path):
+    from data.sft_examples import AnnotationExampleSet
+
+    a = write(tmp_path, "a.json", [{"id": 0, "task": "t2m_direct_generation", **STAGE1_CASES[0][2]}])
+    b = write(tmp_path, "b.json", [COT_ENTRY])
+    ds = AnnotationExampleSet(f"{a}:{b}", MappingCodeSource(CODES), PromptPools.builtin(), seed=1)
+    assert len(ds) == 2 and ds.example(1).task == "irmogen_cot"
+    assert ds.example(1, epoch=2).text == ds.example(1, epoch=2).text
+    assert len({ds.example(1, epoch=e).meta["num_attempts"] for e in range(30)}) > 1
