@@ -349,14 +349,15 @@ def run_engine(cfg: EngineConfig) -> EngineSummary:
     for task, anns in per_task.items():
         if not anns:
             continue  # e.g. attribute tasks for a dataset without attributes
-        info = {
-            "num_instances": str(len(anns)),
-            "time": info_time,
-            "generator": "data.engine",
-            "seed": cfg.seed,
-        }
-        if TASKS[task].stage == 0:
-            info = {}
+        # the released envelopes: {} (stage 0), num_instances/time (1), datetime/num_annotations (2)
+        stage = TASKS[task].stage
+        info: dict[str, Any] = {}
+        if stage == 1:
+            info = {"num_instances": str(len(anns)), "time": info_time}
+        elif stage == 2:
+            info = {"datetime": info_time, "num_annotations": str(len(anns))}
+        if stage:
+            info.update(generator="data.engine", seed=cfg.seed)
         write_annotation_file(out / TASKS[task].file_name, anns, info)
 
     # 4. stage 3
