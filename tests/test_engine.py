@@ -136,7 +136,9 @@ def test_engine_is_deterministic_for_a_seed(engine_run):
 
 
 def test_rerun_is_idempotent_and_foreign_ids_are_refused(engine_run, tmp_path):
-    base, cfg, _ = engine_run
+    base, cfg, summary = engine_run
+    again = run_engine(EngineConfig(dataset_root=cfg.dataset_root, out_dir=cfg.out_dir, seed=3, workers=2))
+    assert again.seconds == summary.seconds  # finished run with the same config: skipped
     run_engine(EngineConfig(dataset_root=cfg.dataset_root, out_dir=str(tmp_path / "o"), seed=3, max_goals=2))
     np.save(base / "root_b" / "new_joint_vecs" / "900100.npy", np.zeros((4, 263), np.float32))
     root_c = tmp_path / "root_c"

@@ -86,6 +86,8 @@ class EngineConfig:
     """Processes rendering imperfect motions (results do not depend on it)."""
     stage3: bool = True
     """Write the stage-3 (GRPO) prompt set."""
+    force: bool = False
+    """Rebuild even when ``out_dir`` holds a finished run with the same config."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.variants_per_goal <= 4:
@@ -285,6 +287,10 @@ def run_engine(cfg: EngineConfig) -> EngineSummary:
     t0 = time.perf_counter()
     spec = get_dataset_spec(cfg.dataset)
     out = Path(cfg.out_dir)
+    done = _finished_run(cfg)
+    if done is not None:
+        logger.info("engine: %s already holds a run with this config; skipping (force=true rebuilds)", out)
+        return done
     imp_root = Path(cfg.imperfect_root or cfg.dataset_root)
     records = load_goals(cfg)
     t_read = time.perf_counter()
@@ -388,6 +394,33 @@ def run_engine(cfg: EngineConfig) -> EngineSummary:
     )
     logger.info("engine: %s", json.dumps(summary.to_dict(), default=str))
     return summary
+
+
+def _finished_run(cfg: EngineConfig) -> EngineSummary | None:
+    """The summary of a finished run in ``out_dir`` with the same config (ignoring ``force``/``workers``)."""
+    path = Path(cfg.out_dir) / "engine_summary.json"
+    if cfg.force or not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    ignore = ("force", "workers")
+    old = {k: v for k, v in data.get("config", {}).items() if k not in ignore}
+    if old != {k: v for k, v in config_to_dict(cfg).items() if k not in ignore}:
+        return None
+    files = [
+        Path(cfg.out_dir) / t.file_name
+        for t, n in zip(TASKS.values(), data["entries"].values(), strict=True)
+        if n
+    ]
+    if not all(f.is_file() for f in files):
+        return None
+    if data.get("imperfect_motions"):  # the dataset may have been rebuilt since (which drops them)
+        spec = get_dataset_spec(cfg.dataset)
+        start = cfg.imperfect_id_start or 9 * 10 ** (spec.id_digits - 1)
+        last = str(start + int(data["imperfect_motions"]) - 1).zfill(spec.id_digits)
+        if not DatasetPaths(cfg.imperfect_root or cfg.dataset_root).vec_file(last).is_file():
+            return None
+    fields = {k: data[k] for k in EngineSummary.__dataclass_fields__}
+    return EngineSummary(**fields)
 
 
 def simulate_attempts(annotations: Sequence[Annotation], seed: int) -> dict[int, int]:
