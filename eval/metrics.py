@@ -312,10 +312,10 @@ def activation_statistics(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = x.shape[0]
     if n < 2:
         raise ValueError(f"emb: need at least 2 samples for a covariance, got {n}")
-    # Decide on the uncentred form from a row subsample first, so that data with large means does
-    # not pay for a wasted syrk; the exact check after the syrk below is the guarantee.
-    sample = x[:: max(1, n // _KAPPA_SAMPLE_ROWS)]
-    uncentred = len(sample) >= 2 and _max_kappa(sample.mean(axis=0), sample.var(axis=0)) <= _MAX_KAPPA
+    # Decide on the uncentred form from the first rows first (contiguous, so cheap to read), so that
+    # data with large means does not pay for a wasted syrk; the exact check after it is the guarantee.
+    sample = x[:_KAPPA_SAMPLE_ROWS]
+    uncentred = _max_kappa(sample.mean(axis=0), sample.var(axis=0)) <= _MAX_KAPPA
     # numpy sends a.T @ a (same buffer) to BLAS syrk: half the FLOPs of np.cov's gemm, and it fills
     # both triangles from one, so the result is exactly symmetric.
     gram = x.T @ x if uncentred else None
@@ -326,10 +326,9 @@ def activation_statistics(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         _raise_if_not_finite(x, "emb")
         raise ValueError("emb: values too large, the column means overflow float64")
     if gram is not None:
-        mean_sq = np.multiply.outer(mu, mu)  # exactly symmetric, as is gram
-        mean_sq *= n
-        if _max_kappa(mu, (np.diagonal(gram) - np.diagonal(mean_sq)) / n) <= _MAX_KAPPA:
-            gram -= mean_sq
+        if _max_kappa(mu, np.diagonal(gram) / n - mu * mu) <= _MAX_KAPPA:
+            scaled = np.sqrt(n) * mu
+            gram -= np.multiply.outer(scaled, scaled)  # N mu mu^T, exactly symmetric as gram is
             sigma = gram
         else:
             logger.debug("activation_statistics: means large against the spread, using the centred product")
@@ -473,15 +472,12 @@ def frechet_reference(mu: np.ndarray, sigma: np.ndarray) -> FrechetReference:
     mu, sigma = _check_stats(mu, sigma, "")
     _check_symmetric(sigma, "sigma")
     trace = float(np.trace(sigma))
-    try:
-        chol = np.linalg.cholesky(sigma)
-    except np.linalg.LinAlgError:  # singular or (rounding-level) indefinite: eigen-factor below
-        pass
-    else:
-        # Fortran order is what BLAS trmm reads, so no copy is made per distance.
-        return FrechetReference(
-            mu=mu, sigma=sigma, factor=np.asfortranarray(chol), trace=trace, triangular=True
-        )
+    # LAPACK potrf on sigma^T (= sigma, a Fortran-ordered view): the factor comes out in the
+    # Fortran order that dsygst reads, so no copy is made per distance. info > 0: not numerically
+    # positive definite (singular or rounding-level indefinite), use the eigen-factor below.
+    chol, info = scipy.linalg.lapack.dpotrf(sigma.T, lower=1, clean=1)
+    if info == 0:
+        return FrechetReference(mu=mu, sigma=sigma, factor=chol, trace=trace, triangular=True)
     w, v = np.linalg.eigh(sigma)
     w = _check_psd_eigenvalues(w, "sigma")
     return FrechetReference(mu=mu, sigma=sigma, factor=v * np.sqrt(w), trace=trace)
