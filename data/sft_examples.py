@@ -11,6 +11,11 @@ string once, the stage-1 response once, each stage-2 tag/plan/motion piece on it
 any Hugging Face tokenizer. The tokenizer that knows the motion tokens is built elsewhere; any
 tokenizer that splits out the added ``<Motion...>`` tokens gives the reference ids.
 
+Piece boundaries inside a stage-2 ``[assess]`` block are not given by the spec; we use
+``[assess]`` / ``Assessment: <text>`` / ``\n`` / ``Refinement: <text>`` / ``[/assess]`` / ``\n``.
+With a tokenizer whose merges cannot cross ``:``+space or newlines (Gemma's) the ids equal
+tokenising the block at once, except possibly at those boundaries.
+
 Stage-0/1 entries all go through one substitution builder (``build_stage1``) driven by the entry's
 turns; each task's required keys are checked by ``data.annotations.TASKS``. Stage-2 entries go
 through ``build_cot`` (section 6).

@@ -468,3 +468,26 @@ def test_example_set_over_several_files_is_seeded(tmp_path):
     assert len(ds) == 2 and ds.example(1).task == "irmogen_cot"
     assert ds.example(1, epoch=2).text == ds.example(1, epoch=2).text
     assert len({ds.example(1, epoch=e).meta["num_attempts"] for e in range(30)}) > 1
+
+
+def test_stage2_without_assess_refine_and_without_plan(tmp_path):
+    ann = read_annotation_file(write(tmp_path, "c.json", [COT_ENTRY])).annotations[0]
+    src, pools = MappingCodeSource(CODES), PromptPools.builtin()
+    ex = build_example(ann, src, pools, AllAttemptsRng(0), BuildOptions(assess_refine=False))
+    analysis = "[analyze]The motion is a repeated single-leg hop with forward travel.[/analyze]\n"
+    assert (
+        ex.response
+        == "<think>"
+        + PLAN_A
+        + analysis
+        + PLAN_G
+        + "[generate]"
+        + span(88, 88, 301, 17)
+        + "[/generate]\n</think><eos>"
+    )
+    ex = build_example(ann, src, pools, AllAttemptsRng(0), BuildOptions(plan=False))
+    assert "[plan]" not in ex.response and ex.response.startswith("<think>" + analysis + "[generate]")
+    with pytest.raises(ValueError, match="only defined without the answer block"):
+        build_example(
+            ann, src, pools, AllAttemptsRng(0), BuildOptions(assess_refine=False, answer_block=True)
+        )
