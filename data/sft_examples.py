@@ -13,8 +13,8 @@ tokenizer that splits out the added ``<Motion...>`` tokens gives the reference i
 
 Piece boundaries inside a stage-2 ``[assess]`` block are not given by the spec; we use
 ``[assess]`` / ``Assessment: <text>`` / ``\n`` / ``Refinement: <text>`` / ``[/assess]`` / ``\n``.
-With a tokenizer whose merges cannot cross ``:``+space or newlines (Gemma's) the ids equal
-tokenising the block at once, except possibly at those boundaries.
+The reference's exact split there is unknown to us; it changes ids only where a tokenizer merge
+would cross one of these boundaries.
 
 Stage-0/1 entries all go through one substitution builder (``build_stage1``) driven by the entry's
 turns; each task's required keys are checked by ``data.annotations.TASKS``. Stage-2 entries go
