@@ -8,20 +8,28 @@ embeddings; the real-motion embeddings (FID reference) are fixed. The embeddings
 Per replication both methods compute R-precision top-1..3 and matching score (batches of 32),
 FID of generated vs real, and diversity (300 pairs):
 
-- published: a Python loop over the batches (distance matrix + ``argsort`` per batch); per
-  replication ``np.cov`` of generated AND real embeddings and ``scipy.linalg.sqrtm``;
+- published: a Python loop over the batches (the reference's expanded distance matrix, in its
+  summation order, + ``argsort`` + its cumulative top-k columns per batch); per replication
+  ``np.mean``/``np.cov`` of generated AND real embeddings, then
+  ``scipy.linalg.sqrtm(sigma1 @ sigma2, disp=False)`` (with ``disp=False`` scipy also computes
+  its error estimate, one more D x D product) with the eps retry and the real-part rule;
 - ours: :func:`eval.metrics.text_motion_scores_batched` (one batched pass), the real statistics
-  and their factor once (:func:`eval.metrics.frechet_reference`, timed), then
-  :func:`eval.metrics.activation_statistics` + one ``eigvalsh`` per replication.
+  and their Cholesky factor once (:func:`eval.metrics.frechet_reference`, timed and counted),
+  then per replication :func:`eval.metrics.activation_statistics` (one syrk) +
+  :func:`eval.metrics.frechet_distance_to_reference` (``dsygst`` + ``dsyevr``).
 
-Prints both timings, the speed-up (target >= 5x) and the max relative difference of every metric
-(must be <= 1e-6); exits 1 if a difference is larger. BLAS threads are pinned through
-``OMP/OPENBLAS/MKL_NUM_THREADS`` before numpy loads (threadpoolctl is not installed).
+Prints, per part, the wall and CPU seconds of both methods (total and median per replication),
+the speed-up (target >= 5x) on both clocks, and the max relative difference of every metric (must
+be <= 1e-6); exits 1 if a difference is larger. With one BLAS thread the process CPU time is the
+work done; on a shared machine the wall time also counts the time other processes held the core.
+BLAS threads are pinned through ``OMP/OPENBLAS/MKL_NUM_THREADS`` before numpy loads
+(threadpoolctl is not installed); use ``threads=1`` on a shared 2-core machine: with 2 threads
+OpenBLAS's waiting threads make both methods several times slower and the timings meaningless.
 
 Run from the repository root::
 
     .venv/bin/python -m scripts.bench_metrics                 # 1 BLAS thread, 20 replications
-    .venv/bin/python -m scripts.bench_metrics threads=2 reps=5
+    .venv/bin/python -m scripts.bench_metrics reps=5
 """
 
 from __future__ import annotations
