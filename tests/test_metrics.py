@@ -416,6 +416,10 @@ def test_errors_name_the_problem():
         frechet_distance_to_reference(frechet_reference(np.zeros(2), np.eye(2)), np.zeros(3), np.eye(3))
     with pytest.raises(ValueError, match="at least 2 samples"):
         activation_statistics(np.zeros((1, 3)))
+    inf_row = text.copy()
+    inf_row[7, 2] = np.inf  # found through the (D,) mean, reported with the full count
+    with pytest.raises(ValueError, match="emb: 1 non-finite"):
+        activation_statistics(inf_row)
     with pytest.raises(ValueError, match="values"):
         mean_ci95([])
 
