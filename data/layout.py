@@ -209,7 +209,9 @@ def load_joints(path: str | Path, spec: DatasetSpec | str) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
-def load_mean_std(mean_file: str | Path, std_file: str | Path, spec: DatasetSpec | str) -> tuple[np.ndarray, np.ndarray]:
+def load_mean_std(
+    mean_file: str | Path, std_file: str | Path, spec: DatasetSpec | str
+) -> tuple[np.ndarray, np.ndarray]:
     """Load a ``(D,)`` mean/std pair; std must be strictly positive."""
     spec = get_dataset_spec(spec)
     out = []

@@ -53,7 +53,8 @@ def setup_logging(level: int = logging.INFO) -> None:
     rank = dist_env()[0]
     logging.basicConfig(
         level=level if rank == 0 else logging.WARNING,
-        format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s" if dist_env()[1] > 1
+        format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s"
+        if dist_env()[1] > 1
         else "%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
@@ -63,7 +64,10 @@ def git_commit() -> str:
     """Current git commit of the repository, or ``unknown``."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
             cwd=Path(__file__).resolve().parent,
         )
         return out.stdout.strip()

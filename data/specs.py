@@ -72,7 +72,7 @@ class DatasetSpec:
         """(J,) parent index per joint, -1 for the root."""
         parents = np.full(self.joints_num, -1, dtype=np.int64)
         for chain in self.kinematic_chain:
-            for prev, cur in zip(chain[:-1], chain[1:]):
+            for prev, cur in zip(chain[:-1], chain[1:], strict=True):
                 parents[cur] = prev
         return parents
 
