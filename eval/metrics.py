@@ -298,8 +298,9 @@ def activation_statistics(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Computed as ``(X^T X - N mu mu^T) / (N - 1)`` (one BLAS ``syrk`` on the data as given, no
     centred copy) when the means are small against the spread: with ``kappa_d = mu_d^2 / var_d``
     the subtraction cancels ``log10(1 + kappa_d)`` digits, so it is used only for
-    ``max_d kappa_d <= 100`` (at most ~2 of 16 digits lost; sigma then matches ``np.cov`` to
-    ~1e-13 relative). Otherwise, or for a constant column, the centred product above is used.
+    ``max_d kappa_d <= 100`` (at most ~2 of 16 digits lost; measured on 4384 x 512 data: sigma
+    within ~5e-13 of ``np.cov`` relative to its largest entry at kappa = 100, ~4e-15 at kappa = 1).
+    Otherwise, or for a constant column, the centred product above is used.
 
     Args:
         emb: ``(N, D)`` with ``N >= 2``.
