@@ -23,6 +23,16 @@ HML = get_dataset_spec("humanml3d")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and OpenMP threads on a busy shared machine stall
+    (the resume test took 38 s instead of 1 s with 2 threads on 2 contended cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _random_vq(nfeats: int = 263, seed: int = 0, cfg: VQVAEConfig = TINY) -> MotionVQVAE:
     """A tiny VQ with non-trivial random weights and codebook (eval mode)."""
     torch.manual_seed(seed)
