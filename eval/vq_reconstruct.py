@@ -76,10 +76,10 @@ def main(argv: list[str] | None = None) -> dict:
         feats = feats[: (min(len(feats), spec.max_motion_len) // fpc) * fpc]
         x = (feats - mean) / std
         codes = vq.encode(torch.from_numpy(x)[None])
-        recon = vq.decode(codes)[0].numpy() * std + mean
+        recon = vq.decode(codes)[0].cpu().numpy() * std + mean
         np.save(out / f"{motion_id}_gt.npy", feats.astype(np.float32))
         np.save(out / f"{motion_id}_recon.npy", recon.astype(np.float32))
-        np.save(out / f"{motion_id}_codes.npy", codes.numpy())
+        np.save(out / f"{motion_id}_codes.npy", codes.cpu().numpy())
         res = evaluate_reconstruction(
             vq, [Clip(motion_id, x.astype(np.float32))], spec=spec, mean=mean, std=std
         )

@@ -62,6 +62,8 @@ class TokenizeConfig:
     """Crops per encoder batch."""
     num_threads: int = 0
     """torch CPU threads (0 = torch default)."""
+    device: str = "auto"
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
     force: bool = False
     """Re-encode ids whose file exists (otherwise they are kept if the index matches)."""
     on_error: Literal["raise", "skip"] = "raise"
@@ -97,7 +99,7 @@ def encode_crops(vq: MotionVQVAE, motion: np.ndarray, offsets: list[int]) -> np.
     if m == 0 or not offsets:
         raise ValueError(f"encode_crops: T={motion.shape[0]} frames is shorter than one code ({fpc} frames)")
     x = torch.from_numpy(np.stack([motion[o : o + m] for o in offsets]))
-    return vq.encode(x).numpy().astype(np.int64)
+    return vq.encode(x).cpu().numpy().astype(np.int64)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -164,7 +166,7 @@ def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, mean: np.ndarray, std
             chunk = crops[start : start + cfg.batch_size]
             x = torch.from_numpy(np.stack([group[i][1][o : o + m] for i, o in chunk]))
             try:
-                codes = vq.encode(x).numpy()
+                codes = vq.encode(x).cpu().numpy()
             except ValueError as err:
                 raise ValueError(
                     f"encoding ids {sorted({group[i][0] for i, _ in chunk})[:5]}: {err}"

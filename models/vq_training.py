@@ -113,6 +113,8 @@ class VQTrainConfig:
     """Continue from ``output_dir/resume_last.pt`` when it exists."""
     num_threads: int = 0
     """torch CPU threads (0 = leave torch's default)."""
+    device: str = "auto"
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
     on_error: Literal["raise", "skip"] = "raise"
     """Unreadable motion files: raise, or skip and count."""
     max_skip_fraction: float = 0.05
@@ -209,7 +211,8 @@ def evaluate_reconstruction(
     max_len = max_len or spec.max_motion_len
     crops = [c.motion[: (min(len(c.motion), max_len) // fpc) * fpc] for c in clips]
     order = sorted(range(len(crops)), key=lambda i: len(crops[i]))
-    mean_t, std_t = torch.from_numpy(mean), torch.from_numpy(std)
+    device = next(vq.parameters(), torch.empty(0)).device
+    mean_t, std_t = torch.from_numpy(mean).to(device), torch.from_numpy(std).to(device)
     counts = np.zeros(vq.nb_code, dtype=np.int64)
     err_sum, glob_sum, loss_sum, frames = 0.0, 0.0, 0.0, 0
     loss_fn = _recons_fn(recons_loss)
@@ -217,12 +220,15 @@ def evaluate_reconstruction(
     vq.eval()
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for idx in tqdm(batches, desc="reconstruct", disable=not progress, leave=False):
-        lengths = torch.tensor([len(crops[i]) for i in idx])
-        x = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(crops[i]) for i in idx], batch_first=True)
+        lengths = torch.tensor([len(crops[i]) for i in idx], device=device)
+        x = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(crops[i]) for i in idx], batch_first=True).to(
+            device
+        )
         codes = vq.encode(x, lengths)
         n = lengths // fpc
         recon = vq.decode(codes, n)
-        valid = torch.arange(x.shape[1])[None, :] < lengths[:, None]  # (B, T)
+        valid = torch.arange(x.shape[1], device=device)[None, :] < lengths[:, None]  # (B, T)
+        codes = codes.cpu()
         counts += np.bincount(codes[codes >= 0].numpy(), minlength=vq.nb_code)  # PAD_CODE after each end
         per_frame = loss_fn(recon, x, reduction="none").mean(-1)  # (B, T)
         loss_sum += float(per_frame[valid].sum())
@@ -253,10 +259,21 @@ def evaluate_reconstruction(
 # ----------------------------------------------------------------------------------------------
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; other names are passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but CUDA is not available; use device=cpu or auto")
+    return device
+
+
 def _rng_state() -> dict:
     np_state = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
                   "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
         "python": random.getstate(),
@@ -265,6 +282,8 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
     n = state["numpy"]
     np.random.set_state(
         ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
@@ -296,7 +315,8 @@ class VQTrainer:
         self.cfg, self.spec, self.train_data, self.val_clips = cfg, spec, train, val_clips
         self.mean, self.std = mean, std
         self.out = Path(cfg.output_dir)
-        self.model = MotionVQVAE(nfeats=spec.feat_dim, config=cfg.model)
+        self.device = resolve_device(cfg.device)
+        self.model = MotionVQVAE(nfeats=spec.feat_dim, config=cfg.model).to(self.device)
         self.model.train()
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
@@ -313,7 +333,7 @@ class VQTrainer:
         lr = lr_at(step, self.cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x = self.train_data.batch(step - 1)
+        x = self.train_data.batch(step - 1).to(self.device, non_blocking=True)
         recon, commit, perplexity = self.model(x)
         l_rec = self.loss_fn(recon, x)
         l_vel = self.loss_fn(recon[..., self.ric], x[..., self.ric])

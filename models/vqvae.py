@@ -531,6 +531,7 @@ class MotionVQVAE(nn.Module):
             nfeats: expected feature dim D (263 HumanML3D, 251 KIT-ML).
             config: architecture to check against; ``None`` infers widths, codebook size, down_t
                 and depth from the tensor shapes (dilation growth 3 and mu 0.99 as released).
+            map_location: device of the returned model.
         Raises:
             CheckpointError: missing/truncated file, no ``net`` key, wrong feature size (names
                 expected vs found), missing/unexpected keys or shape mismatches (all listed).
@@ -549,6 +550,7 @@ class MotionVQVAE(nn.Module):
         model = cls(nfeats=nfeats, config=config)
         check_state_dict(model.state_dict(), net, path)
         model.load_state_dict(net, strict=True)
+        model.to(map_location)
         model.quantizer.mark_initialised()
         model.eval()
         logger.info("loaded VQ-VAE %s (nfeats=%d, %s)", path, nfeats, asdict(config))

@@ -24,6 +24,7 @@ from data.layout import load_mean_std
 from data.runtime import setup_logging
 from data.specs import get_dataset_spec
 from models.vq_tokenize import TokenizeConfig, tokenize_dataset
+from models.vq_training import resolve_device
 from models.vqvae import MotionVQVAE
 
 logger = logging.getLogger("prepare.tokenize_motions")
@@ -40,7 +41,9 @@ def main(argv: list[str] | None = None) -> dict:
         cfg, mean_file=cfg.mean_file or str(meta / "mean.npy"), std_file=cfg.std_file or str(meta / "std.npy")
     )
     mean, std = load_mean_std(cfg.mean_file, cfg.std_file, spec)
-    vq = MotionVQVAE.from_checkpoint(cfg.vq_checkpoint, nfeats=spec.feat_dim)
+    vq = MotionVQVAE.from_checkpoint(
+        cfg.vq_checkpoint, nfeats=spec.feat_dim, map_location=resolve_device(cfg.device)
+    )
     return tokenize_dataset(cfg, vq, mean, std)
 
 
