@@ -48,6 +48,7 @@ from data.datasets import (
 from data.runtime import MetricsLogger, is_main_process
 from data.specs import DatasetSpec
 from data.vq_data import Clip, MotionWindows
+from data.word_vectorizer import WordVectorizer
 from eval.metrics import text_motion_scores_batched
 from models.evaluator import (
     CONTACT_DIMS,
@@ -378,7 +379,7 @@ def train_evaluator(
     spec: DatasetSpec,
     train_index: ClipIndex,
     val_index: ClipIndex,
-    vectorizer,
+    vectorizer: WordVectorizer,
     mean: np.ndarray,
     std: np.ndarray,
     out: Path,
