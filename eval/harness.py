@@ -61,6 +61,7 @@ from eval.metrics import (
     frechet_distance_to_reference,
     frechet_reference,
     mean_ci95,
+    multimodality,
     text_motion_scores_batched,
 )
 from models.evaluator import EvalSpaceMap, FeatureNorm, GuoEvaluator, check_eval_space
@@ -73,8 +74,13 @@ REAL_MOTION = "Real motion"
 _SECOND_PASS_OFFSET = 1 << 20
 """Replication offset of the independent ground-truth draw used for the Real-motion FID."""
 
-METRIC_KEYS = ("top1", "top2", "top3", "fid", "mm_dist", "diversity")
-_COLUMNS = ("Top-1", "Top-2", "Top-3", "FID", "MM-Dist", "Diversity")
+METRIC_KEYS = ("top1", "top2", "top3", "fid", "mm_dist", "diversity", "mmodality")
+_COLUMNS = ("Top-1", "Top-2", "Top-3", "FID", "MM-Dist", "Diversity", "MModality")
+
+_MM_TAG = 0x3D3D
+"""Seed word of the multimodality text choice."""
+_MM_BATCH_OFFSET = 1 << 24
+"""Batch indices (and generation seeds) of multimodality work units start here."""
 
 
 @dataclass
@@ -155,7 +161,7 @@ class EvalReport:
             "methods": {
                 r.name: {
                     "summary": r.summary(),
-                    "per_replication": r.values,
+                    "per_replication": {k: v for k, v in r.values.items() if v},
                     "failed_generations": r.failed,
                     "generations": r.generated,
                 }  # fmt: skip
@@ -164,12 +170,18 @@ class EvalReport:
         }
 
     def markdown(self) -> str:
-        """Rows = methods, columns Top-1/2/3, FID, MM-Dist, Diversity (``mean ± ci95``), Failed."""
-        head = "| Method | " + " | ".join(_COLUMNS) + " | Failed |"
-        lines = [head, "|" + "---|" * (len(_COLUMNS) + 2)]
+        """Rows = methods, columns Top-1/2/3, FID, MM-Dist, Diversity[, MModality] (``mean ± ci95``), Failed."""
+        keys = [
+            k
+            for k in METRIC_KEYS
+            if k != "mmodality" or any("mmodality" in r.summary() for r in self.results)
+        ]
+        cols = [c for k, c in zip(METRIC_KEYS, _COLUMNS, strict=True) if k in keys]
+        head = "| Method | " + " | ".join(cols) + " | Failed |"
+        lines = [head, "|" + "---|" * (len(cols) + 2)]
         for r in self.results:
             s = r.summary()
-            cells = [f"{s[k]['mean']:.3f} ± {s[k]['ci95']:.3f}" if k in s else "-" for k in METRIC_KEYS]
+            cells = [f"{s[k]['mean']:.3f} ± {s[k]['ci95']:.3f}" if k in s else "-" for k in keys]
             failed = "-" if r.name == REAL_MOTION else f"{r.failed}/{r.generated}"
             lines.append(f"| {r.name} | " + " | ".join(cells) + f" | {failed} |")
         info = self.info
@@ -179,6 +191,11 @@ class EvalReport:
             f"({info['samples_per_replication']} samples each), diversity over {info['diversity_times']} pairs, "
             f"seed {info['seed']}; ± is the 95% CI (1.96·std/√n)."
         )
+        if info.get("mm_texts"):
+            lines.append(
+                f"MModality: {info['mm_texts']} texts x {info['mm_repeats']} generations per replication, "
+                f"{info['mm_times']} pairs."
+            )
         return "\n".join(lines) + "\n"
 
 
@@ -237,6 +254,9 @@ class EvaluationHarness:
         replications: protocol repetitions (20).
         diversity_times: pairs for diversity (300; must be below the samples per replication).
         text_chunk: captions per text-encoder call when filling the cache.
+        mm_texts: texts per replication for multimodality (0 = off; Guo: 100). Each is generated
+            ``mm_repeats`` times (30) and scored with ``mm_times`` pairs (10); the texts are drawn
+            from ``default_rng([seed, r, tag])`` and keep the replication's caption draw.
         progress: tqdm bar on rank 0.
     """
 
@@ -250,6 +270,9 @@ class EvaluationHarness:
         replications: int = 20,
         diversity_times: int = 300,
         text_chunk: int = 256,
+        mm_texts: int = 0,
+        mm_repeats: int = 30,
+        mm_times: int = 10,
         progress: bool = True,
     ):
         self.evaluator = evaluator
@@ -265,6 +288,12 @@ class EvaluationHarness:
         self.replications = replications
         self.diversity_times = diversity_times
         self.text_chunk = text_chunk
+        self.mm_texts, self.mm_repeats, self.mm_times = mm_texts, mm_repeats, mm_times
+        if mm_texts and not (mm_texts <= len(dataset) and mm_repeats > mm_times):
+            raise ValueError(
+                f"multimodality needs mm_texts={mm_texts} <= {len(dataset)} test items and "
+                f"mm_repeats={mm_repeats} > mm_times={mm_times}"
+            )
         self.progress = progress
         self.seed = dataset.seed
         n_batches = len(dataset) // batch_size
@@ -411,11 +440,15 @@ class EvaluationHarness:
             recs = [gathered[k] for k in range(len(batches))]
             self._score_replication(r, recs, methods, results)
         bar.close()
+        if self.mm_texts and methods:
+            for r in range(self.replications):
+                self._multimodality(r, methods, mappers, results)
         info = {
             "split": self.dataset.index.split, "dataset": self.spec.name, "replications": self.replications,
             "batch_size": self.batch_size, "samples_per_replication": batches_per_rep * self.batch_size,
             "test_items": len(self.dataset), "diversity_times": self.diversity_times, "seed": self.seed,
-            "world_size": world, "evaluator_meta": self.eval_norm.source,
+            "world_size": world, "evaluator_meta": self.eval_norm.source, "mm_texts": self.mm_texts,
+            "mm_repeats": self.mm_repeats, "mm_times": self.mm_times,
             "normalisation": {m.name: {"source": mp.source.source, "max_abs_dmean": mp.max_abs_dmean,
                                        "max_abs_dstd": mp.max_abs_dstd} for m, mp in zip(methods, mappers, strict=True)},
         }  # fmt: skip
@@ -447,6 +480,53 @@ class EvaluationHarness:
                 results[name].values[key].append(v)
         logger.info("replication %d: %s", r, "; ".join(
             f"{n}: top1 {v['top1']:.3f} fid {v['fid']:.3f} mm {v['mm_dist']:.3f}" for n, v in rows.items()))  # fmt: skip
+
+    def _multimodality(
+        self, r: int, methods: list[Method], mappers: list[EvalSpaceMap], results: dict[str, MethodResult]
+    ) -> None:
+        """``mm_repeats`` generations of ``mm_texts`` texts -> (T, R, E) -> ``multimodality`` per method.
+
+        Work units (chunk of up to ``batch_size`` texts, repeat) are shared round-robin by the ranks;
+        each unit has its own rank-independent ``batch.seed``. Failures count like in the main pass.
+        """
+        ds, bs = self.dataset, self.batch_size
+        items = np.random.default_rng([self.seed, r, _MM_TAG]).choice(len(ds), self.mm_texts, replace=False)
+        chunks = [items[s : s + bs] for s in range(0, len(items), bs)]
+        units = [(c, j) for c in range(len(chunks)) for j in range(self.mm_repeats)]
+        rank, world = _world()
+        mine: dict[int, dict[str, Any]] = {}
+        for u in tqdm(range(rank, len(units), world), desc=f"multimodality {r}", leave=False,
+                      disable=not (self.progress and rank == 0)):  # fmt: skip
+            idx = chunks[units[u][0]]
+            gt = eval_collate([ds.get_item(int(i), r) for i in idx])
+            lengths = gt.m_lengths.numpy()
+            hb = HarnessBatch(
+                replication=r, batch_index=_MM_BATCH_OFFSET + u, indices=np.asarray(idx), names=gt.names,
+                captions=gt.captions, tokens=gt.tokens, lengths=lengths,
+                seed=batch_seed(self.seed, r, _MM_BATCH_OFFSET + u), dataset=ds,
+            )  # fmt: skip
+            rec: dict[str, Any] = {}
+            for mi, (method, mapper) in enumerate(zip(methods, mappers, strict=True)):
+                out = method.generate(list(gt.captions), lengths.copy(), hb)
+                motions, m_len, failed = self._prepare_generated(
+                    method, mapper, out, len(idx), f"multimodality, replication {r}"
+                )
+                rec[f"m{mi}"], rec[f"f{mi}"] = self._embed_padded(motions, m_len), failed
+            mine[u] = rec
+        gathered: dict[int, dict[str, Any]] = {}
+        for part in _all_gather(mine):
+            gathered.update(part)
+        if rank != 0:
+            return
+        for mi, m in enumerate(methods):
+            emb = np.zeros((len(items), self.mm_repeats, gathered[0][f"m{mi}"].shape[1]), np.float32)
+            for u, (c, j) in enumerate(units):
+                emb[c * bs : c * bs + len(chunks[c]), j] = gathered[u][f"m{mi}"]
+                results[m.name].failed += gathered[u][f"f{mi}"]
+                results[m.name].generated += len(chunks[c])
+            results[m.name].values["mmodality"].append(
+                multimodality(emb, times=self.mm_times, seed=self.seed + r)
+            )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -509,6 +589,10 @@ class EvalConfig:
     """R-precision candidates per batch (the protocol's 32)."""
     replications: int = 20
     diversity_times: int = 300
+    mm_texts: int = 0
+    """Texts per replication for multimodality (0 = off; Guo: 100 with mm_repeats 30)."""
+    mm_repeats: int = 30
+    mm_times: int = 10
     seed: int = 0
     output_dir: str = "runs/demo/eval"
     device: str = "auto"
@@ -557,7 +641,8 @@ def harness_from_config(cfg: EvalConfig, device: torch.device | str = "cpu") -> 
     )
     return EvaluationHarness(
         evaluator, ds, eval_norm, batch_size=cfg.batch_size, replications=cfg.replications,
-        diversity_times=cfg.diversity_times, progress=cfg.progress,
+        diversity_times=cfg.diversity_times, mm_texts=cfg.mm_texts, mm_repeats=cfg.mm_repeats,
+        mm_times=cfg.mm_times, progress=cfg.progress,
     )  # fmt: skip
 
 

@@ -102,13 +102,13 @@ def test_evaluate_writes_json_and_markdown(setup):
     assert f"| {REAL_MOTION} | {real['summary']['top1']['mean']:.3f} ± " in md and "| 0/84 |" in md
 
 
-def _harness(setup, replications: int = 2) -> EvaluationHarness:
+def _harness(setup, replications: int = 2, **kwargs) -> EvaluationHarness:
     ev = load_guo_evaluator(setup["root"] / "ev" / "finest.tar")
     norm = FeatureNorm.load_meta(setup["root"] / "ev" / "meta", SPEC)
     index = build_clip_index(setup["ds"], "test", SPEC, progress=False)
     ds = EvalMotionTextDataset(index, WordVectorizer(setup["glove"]), norm.mean, norm.std, seed=3)
     return EvaluationHarness(ev, ds, norm, batch_size=4, replications=replications, diversity_times=10,
-                             progress=False)  # fmt: skip
+                             progress=False, **kwargs)  # fmt: skip
 
 
 def test_perfect_generator_matches_real_row_and_failures_are_counted(setup):
@@ -138,13 +138,14 @@ def test_perfect_generator_matches_real_row_and_failures_are_counted(setup):
 
 def test_two_process_torchrun_equals_one_process(setup):
     """gloo on CPU, 2 ranks: the batches are split, not duplicated or dropped, and numbers match."""
+    mm = ["mm_texts=8", "mm_repeats=3", "mm_times=2"]  # exercises the multimodality work split too
     one = evaluate_main(
-        ["--config", str(setup["config"]), f"output_dir={setup['root'] / 'one'}", "replications=2"]
+        ["--config", str(setup["config"]), f"output_dir={setup['root'] / 'one'}", "replications=2", *mm]
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "eval.evaluate", "--config", str(setup["config"]), f"output_dir={setup['root'] / 'two'}",
-           "replications=2"]  # fmt: skip
+           "replications=2", *mm]  # fmt: skip
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     two = json.loads((setup["root"] / "two" / "eval_test.json").read_text())
@@ -153,3 +154,28 @@ def test_two_process_torchrun_equals_one_process(setup):
         for k, vals in m["per_replication"].items():
             np.testing.assert_allclose(two["methods"][name]["per_replication"][k], vals, rtol=1e-6, atol=1e-7)
         assert two["methods"][name]["generations"] == m["generations"]
+    assert one["methods"]["VQ-VAE reconstruction"]["generations"] == 2 * 28 + 2 * 8 * 3
+
+
+def test_multimodality(setup):
+    h = _harness(setup, replications=2, mm_texts=6, mm_repeats=11, mm_times=10)
+    raw = FeatureNorm.identity(SPEC.feat_dim)
+
+    def copy_gt(captions, lengths, batch):  # deterministic: every repeat identical -> MModality 0
+        return [batch.raw_motion(j) for j in range(len(captions))]
+
+    def noisy(captions, lengths, batch):  # seeded per work unit: repeats differ -> MModality > 0
+        g = np.random.default_rng(batch.seed)
+        return [
+            batch.raw_motion(j) + g.normal(0, 0.5, (int(n), SPEC.feat_dim)) for j, n in enumerate(lengths)
+        ]
+
+    report = h.run([Method("copy", copy_gt, raw), Method("noisy", noisy, raw)])
+    real, copy, noise = report.results
+    assert copy.values["mmodality"] == pytest.approx([0.0, 0.0], abs=1e-6)
+    assert min(noise.values["mmodality"]) > 0.01 and "mmodality" not in real.summary()
+    assert copy.generated == 2 * 28 + 2 * 6 * 11 and copy.failed == 0
+    md = report.markdown()
+    assert "| MModality | Failed |" in md and "6 texts x 11 generations" in md
+    again = h.run([Method("noisy", noisy, raw)]).results[1]
+    assert again.values["mmodality"] == noise.values["mmodality"]  # seeded per work unit
