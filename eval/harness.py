@@ -20,6 +20,7 @@ A **method** is a generation callable plus the normalisation space its motions a
   batches, diversity over 300 pairs; the ``Real motion`` row takes R-precision / MM-Dist /
   diversity from the ground truth, and its FID compares the ground truth with a second,
   independent crop draw of the same items (as Guo's two loader passes; hence not exactly 0);
+- optionally multimodality (``mm_texts`` texts x ``mm_repeats`` generations, ``mm_times`` pairs);
 - mean ± 95% CI over replications (``eval.metrics.mean_ci95``).
 
 Batch composition (spec section 10): generated motions are scored in exactly the ground truth's
