@@ -54,6 +54,25 @@ def _type_ok(value: Any, tp: Any) -> bool:
     return True
 
 
+def _accepts_float(tp: Any) -> bool:
+    """True when a field annotation admits a float (``float``, ``float | None``)."""
+    return tp is float or float in typing.get_args(tp)
+
+
+def _as_float(value: Any) -> Any:
+    """Coerce ints and YAML 1.1 exponent strings such as ``2e-4`` (read as ``str``) to float."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
@@ -71,8 +90,8 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
         if dataclasses.is_dataclass(tp) and isinstance(value, dict):
             kwargs[name] = _build(tp, value, key)
             continue
-        if isinstance(value, int) and not isinstance(value, bool) and tp is float:
-            value = float(value)
+        if _accepts_float(tp) and not _type_ok(value, tp):
+            value = _as_float(value)
         if isinstance(value, list) and typing.get_origin(tp) is tuple:
             value = tuple(value)
         if not _type_ok(value, tp):

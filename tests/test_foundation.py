@@ -46,6 +46,12 @@ def test_load_config(tmp_path: Path):
     f.write_text("seed: 3\ninner:\n  lr: 1\ntags: [a, b]\n")
     cfg = load_config(_Cfg, f, ["inner.lr=0.5", "name=y"])
     assert cfg.seed == 3 and cfg.inner.lr == 0.5 and cfg.name == "y" and cfg.tags == ("a", "b")
+    # YAML 1.1 reads 2e-4 (no dot) as a string; float fields accept it, str fields keep it.
+    f.write_text("inner:\n  lr: 2e-4\nname: 1e3\n")
+    cfg = load_config(_Cfg, f, ["inner.lr=3e-5"])
+    assert cfg.inner.lr == 3e-5 and cfg.name == "1e3"
+    with pytest.raises(ConfigError, match="lr='fast'"):
+        load_config(_Cfg, None, ["inner.lr=fast"])
     f.write_text("sed: 3\n")
     with pytest.raises(ConfigError, match=r"c.yaml.*unknown key.*sed"):
         load_config(_Cfg, f)
