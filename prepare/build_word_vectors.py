@@ -64,6 +64,8 @@ class WordVectorsConfig:
 def main(argv: list[str] | None = None) -> Path:
     cfg = parse_cli(WordVectorsConfig, argv, description=__doc__)
     setup_logging()
+    # gensim logs every epoch at INFO; keep its warnings only.
+    logging.getLogger("gensim").setLevel(logging.WARNING)
     set_seed(cfg.seed)
     out = Path(cfg.out_dir)
     if not cfg.force and all(p.is_file() for p in word_vector_files(out, cfg.prefix)):
