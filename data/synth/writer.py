@@ -54,9 +54,9 @@ def write_motion(
     paths = DatasetPaths(root)
     # continuous_yaw: SynthML turns in circles a lot; the published root-yaw formula flips the sign of
     # one frame's turn whenever the facing crosses +-180 deg, which would put a glitch into new_joints.
-    feats = joints_to_features(
-        np.asarray(joints, dtype=np.float64), spec, continuous_yaw=True
-    ).astype(np.float32)
+    feats = joints_to_features(np.asarray(joints, dtype=np.float64), spec, continuous_yaw=True).astype(
+        np.float32
+    )
     canon = np.asarray(recover_from_ric(feats, spec.joints_num), dtype=np.float32)
     for folder in (paths.vecs_dir, paths.joints_dir, paths.texts_dir, paths.attributes_dir):
         folder.mkdir(parents=True, exist_ok=True)
