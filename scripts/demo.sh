@@ -2,19 +2,20 @@
 # End-to-end demo on the embedded default dataset (SynthML): CPU only, no downloads.
 # Every stage writes under $DEMO_DIR (default runs/demo) and skips work whose outputs already exist,
 # so an interrupted demo resumes where it stopped. Environment knobs:
-#   DEMO_DIR=runs/demo  NUM_MOTIONS=3000  SEED=0  THREADS=<torch threads per stage, default 1>
+#   DEMO_DIR=runs/demo  NUM_MOTIONS=3000  SEED=0
+#   THREADS=1     torch threads for the GRU evaluator stages (small ops: one thread is fastest)
+#   VQ_THREADS=2  torch threads for the convolutional VQ-VAE stages (use 1 on a busy machine)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 MPLBACKEND=Agg
-# Small GRU/conv ops on 2 cores: one OpenMP thread per process is fastest and never oversubscribes.
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 PY=.venv/bin/python
 DEMO_DIR="${DEMO_DIR:-runs/demo}"
 NUM_MOTIONS="${NUM_MOTIONS:-3000}"
 SEED="${SEED:-0}"
 THREADS="${THREADS:-1}"
+VQ_THREADS="${VQ_THREADS:-2}"
 DATA="$DEMO_DIR/SynthML"
 VQ="$DEMO_DIR/vq_tiny"
 EVALR="$DEMO_DIR/evaluator"
@@ -38,7 +39,7 @@ $PY -m prepare.train_evaluator --config configs/tiny/evaluator.yaml \
 
 stage "5. Train the tiny VQ-VAE motion tokenizer"
 $PY -m prepare.train_vq --config configs/tiny/vq.yaml \
-  dataset_root="$DATA" output_dir="$VQ" num_threads="$THREADS"
+  dataset_root="$DATA" output_dir="$VQ" num_threads="$VQ_THREADS"
 
 stage "6. A test motion beside its VQ reconstruction"
 ID=$(head -n 1 "$DATA/test.txt")
@@ -54,7 +55,7 @@ $PY -m data.engine --config configs/tiny/engine.yaml --dataset-root "$DATA" \
 stage "8. Tokenise SynthML and the engine's imperfect motions"
 $PY -m prepare.tokenize_motions --config configs/tiny/tokenize.yaml dataset_root="$DATA" \
   vq_checkpoint="$VQ/net_last.pth" out_dir="$VQ/codes" "splits=[all,engine_motions]" \
-  num_threads="$THREADS"
+  num_threads="$VQ_THREADS"
 
 stage "9. Check every annotation file builds (counts and one example per file)"
 $PY -m data.inspect_annotations --dataset-root "$DATA" --codes-dir "$VQ/codes" \
@@ -62,11 +63,11 @@ $PY -m data.inspect_annotations --dataset-root "$DATA" --codes-dir "$VQ/codes" \
 head -n 40 "$DEMO_DIR/annotations/inspect.txt"
 echo "... (full listing: $DEMO_DIR/annotations/inspect.txt)"
 
-stage "10. Evaluate: Real motion and VQ-VAE reconstruction rows (test split, batches of 32)"
+stage "10. Evaluate: Real motion and VQ-VAE reconstruction rows (test split, batches of 32, 20 replications)"
 $PY -m eval.evaluate --config configs/tiny/eval.yaml dataset_root="$DATA" \
   glove_dir="$DEMO_DIR/glove" evaluator_checkpoint="$EVALR/finest.tar" \
   evaluator_meta_dir="$EVALR/meta" vq_checkpoint="$VQ/net_last.pth" vq_meta_dir="$VQ/meta" \
-  output_dir="$DEMO_DIR/eval" seed="$SEED" num_threads="$THREADS"
+  output_dir="$DEMO_DIR/eval" seed="$SEED" num_threads="$THREADS" replications=20
 cat "$DEMO_DIR/eval/eval_test.md"
 
 stage "done in $(($(date +%s) - start))s; outputs under $DEMO_DIR"
