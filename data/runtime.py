@@ -99,3 +99,25 @@ class MetricsLogger:
         if self.enabled:
             with self.path.open("a") as fh:
                 fh.write(json.dumps(values, default=float) + "\n")
+
+
+def resolve_device(name: str, local_rank: int | None = None):
+    """Map a config ``device`` string to a ``torch.device``.
+
+    ``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; ``cuda`` -> the local
+    rank's GPU; other names go to ``torch.device`` unchanged. ``local_rank`` defaults to the
+    torchrun ``LOCAL_RANK``.
+
+    Raises:
+        ValueError: a CUDA device is asked for but CUDA is not available.
+    """
+    import torch
+
+    if local_rank is None:
+        local_rank = dist_env()[2]
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(f"cuda:{local_rank}") if name == "cuda" else torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but CUDA is not available; use device=cpu or auto")
+    return device

@@ -20,8 +20,8 @@ import os
 import torch
 
 from data.config import config_to_dict, parse_cli
-from data.runtime import dist_env, prepare_run_dir, set_seed, setup_logging
-from eval.harness import EvalConfig, harness_from_config, resolve_device, vq_method_from_config, write_report
+from data.runtime import dist_env, prepare_run_dir, resolve_device, set_seed, setup_logging
+from eval.harness import EvalConfig, harness_from_config, vq_method_from_config, write_report
 
 logger = logging.getLogger("eval.evaluate")
 

@@ -616,15 +616,6 @@ class EvalConfig:
             raise ValueError(f"on_error={self.on_error!r} must be 'raise' or 'skip'")
 
 
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``."""
-    if device == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if device == "cuda":
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(device)
-
-
 def harness_from_config(cfg: EvalConfig, device: torch.device | str = "cpu") -> EvaluationHarness:
     """Load the evaluator, its meta, the word vectors and the split into an ``EvaluationHarness``."""
     from data.datasets import build_clip_index

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.config import config_to_dict
-from data.runtime import MetricsLogger, is_main_process
+from data.runtime import MetricsLogger, is_main_process, resolve_device
 from data.specs import DatasetSpec
 from data.vq_data import Clip, MotionWindows
 from models.vqvae import CheckpointError, MotionVQVAE, VQVAEConfig, atomic_torch_save, check_state_dict
@@ -257,16 +257,6 @@ def evaluate_reconstruction(
 # ----------------------------------------------------------------------------------------------
 # Trainer
 # ----------------------------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; other names are passed to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but CUDA is not available; use device=cpu or auto")
-    return device
 
 
 def _rng_state() -> dict:

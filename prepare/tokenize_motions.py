@@ -21,10 +21,9 @@ import torch
 
 from data.config import parse_cli
 from data.layout import load_mean_std
-from data.runtime import setup_logging
+from data.runtime import resolve_device, setup_logging
 from data.specs import get_dataset_spec
 from models.vq_tokenize import TokenizeConfig, tokenize_dataset
-from models.vq_training import resolve_device
 from models.vqvae import MotionVQVAE
 
 logger = logging.getLogger("prepare.tokenize_motions")
