@@ -14,6 +14,7 @@ PyTorch is never imported here: a tensor can only be passed in if the caller alr
 from __future__ import annotations
 
 import sys
+from functools import cache
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,21 +23,23 @@ import numpy as np
 Array = Any
 """``np.ndarray`` or ``torch.Tensor``."""
 
-_NUMPY_NS = SimpleNamespace(
-    stack=np.stack,
-    concat=np.concatenate,
-    cumsum=np.cumsum,
-    sqrt=np.sqrt,
-    cos=np.cos,
-    sin=np.sin,
-    arcsin=np.arcsin,
-    where=np.where,
-    zeros_like=np.zeros_like,
-    ones_like=np.ones_like,
-    abs=np.abs,
-    moveaxis=np.moveaxis,
-    is_torch=False,
-)
+# Name used here -> (NumPy function, torch attribute); axis arguments are given positionally.
+_OPS: dict[str, tuple[Any, str]] = {
+    "stack": (np.stack, "stack"),
+    "concat": (np.concatenate, "cat"),
+    "cumsum": (np.cumsum, "cumsum"),
+    "sqrt": (np.sqrt, "sqrt"),
+    "cos": (np.cos, "cos"),
+    "sin": (np.sin, "sin"),
+    "arcsin": (np.arcsin, "asin"),
+    "where": (np.where, "where"),
+    "zeros_like": (np.zeros_like, "zeros_like"),
+    "ones_like": (np.ones_like, "ones_like"),
+    "abs": (np.abs, "abs"),
+    "moveaxis": (np.moveaxis, "movedim"),
+}
+
+_NUMPY_NS = SimpleNamespace(is_torch=False, **{name: fn for name, (fn, _) in _OPS.items()})
 
 
 def is_torch(x: object) -> bool:
@@ -45,26 +48,16 @@ def is_torch(x: object) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
-def array_namespace(x: Array) -> SimpleNamespace:
-    """The handful of array functions used here, for NumPy or PyTorch (axis given positionally)."""
-    if not is_torch(x):
-        return _NUMPY_NS
+@cache
+def _torch_namespace() -> SimpleNamespace:
+    # Built once: array_namespace runs on every operation of the torch recovery path.
     torch = sys.modules["torch"]
-    return SimpleNamespace(
-        stack=torch.stack,
-        concat=torch.cat,
-        cumsum=torch.cumsum,
-        sqrt=torch.sqrt,
-        cos=torch.cos,
-        sin=torch.sin,
-        arcsin=torch.asin,
-        where=torch.where,
-        zeros_like=torch.zeros_like,
-        ones_like=torch.ones_like,
-        abs=torch.abs,
-        moveaxis=torch.movedim,
-        is_torch=True,
-    )
+    return SimpleNamespace(is_torch=True, **{name: getattr(torch, attr) for name, (_, attr) in _OPS.items()})
+
+
+def array_namespace(x: Array) -> SimpleNamespace:
+    """The handful of array functions used here (``_OPS``), for NumPy or PyTorch."""
+    return _torch_namespace() if is_torch(x) else _NUMPY_NS
 
 
 def _sum_last(x: Array) -> Array:
