@@ -10,30 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from data.specs import DatasetSpec, get_dataset_spec
-
-
-def _rot_x(angle: np.ndarray) -> np.ndarray:
-    c, s = np.cos(angle), np.sin(angle)
-    one, zero = np.ones_like(angle), np.zeros_like(angle)
-    return np.stack(
-        [np.stack([one, zero, zero], -1), np.stack([zero, c, -s], -1), np.stack([zero, s, c], -1)], -2
-    )
-
-
-def _rot_y(angle: np.ndarray) -> np.ndarray:
-    c, s = np.cos(angle), np.sin(angle)
-    one, zero = np.ones_like(angle), np.zeros_like(angle)
-    return np.stack(
-        [np.stack([c, zero, s], -1), np.stack([zero, one, zero], -1), np.stack([-s, zero, c], -1)], -2
-    )
-
-
-def _rot_z(angle: np.ndarray) -> np.ndarray:
-    c, s = np.cos(angle), np.sin(angle)
-    one, zero = np.ones_like(angle), np.zeros_like(angle)
-    return np.stack(
-        [np.stack([c, -s, zero], -1), np.stack([s, c, zero], -1), np.stack([zero, zero, one], -1)], -2
-    )
+from data.synth.body import rot_x, rot_y, rot_z
 
 
 def rest_pose(offsets: np.ndarray, dataset: str | DatasetSpec = "humanml3d") -> np.ndarray:
@@ -78,7 +55,7 @@ def synthetic_motion(
             continue
         amp_x, amp_z = rng.uniform(0.1, 0.5), rng.uniform(0.0, 0.15)
         phase = rng.uniform(0, 2 * np.pi)
-        local[:, joint] = _rot_x(amp_x * np.sin(omega * t + phase)) @ _rot_z(
+        local[:, joint] = rot_x(amp_x * np.sin(omega * t + phase)) @ rot_z(
             amp_z * np.sin(omega * t + 2 * phase)
         )
 
@@ -92,7 +69,7 @@ def synthetic_motion(
 
     glob = np.empty((num_frames, j, 3, 3))
     pos = np.empty((num_frames, j, 3))
-    glob[:, 0] = _rot_y(yaw) @ _rot_x(0.05 * np.sin(2 * omega * t))
+    glob[:, 0] = rot_y(yaw) @ rot_x(0.05 * np.sin(2 * omega * t))
     pos[:, 0] = root
     for chain in spec.kinematic_chain:
         for prev, cur in zip(chain[:-1], chain[1:], strict=True):
