@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 import zlib
 from collections import Counter
@@ -47,7 +48,7 @@ from data.config import config_to_dict
 from data.engine.annotate import Goal, Variant, attribute_tasks, caption_tasks
 from data.engine.perturb import Stated, imperfect_ladder
 from data.layout import DatasetFileError, DatasetPaths, read_captions, read_split
-from data.sft_examples import is_no_refinement
+from data.sft_examples import build_cot_prompt, choose_attempts, is_no_refinement
 from data.specs import get_dataset_spec
 from data.synth.program import ATTRIBUTES, MotionProgram
 
@@ -97,6 +98,14 @@ class EngineConfig:
         if self.phrasings < 1 or self.tm_max_candidates < 1 or self.workers < 1:
             raise ValueError("phrasings, tm_max_candidates and workers must be >= 1")
         get_dataset_spec(self.dataset)
+
+    def first_imperfect_id(self) -> int:
+        """``imperfect_id_start``, or 9 x 10^(digits-1) when it is 0."""
+        return self.imperfect_id_start or 9 * 10 ** (get_dataset_spec(self.dataset).id_digits - 1)
+
+    def imperfect_root_path(self) -> Path:
+        """Where imperfect motions are written: ``imperfect_root``, else the dataset root."""
+        return Path(self.imperfect_root or self.dataset_root)
 
 
 @dataclass
@@ -252,15 +261,18 @@ def _render_write(job: tuple[str, str, dict, dict, int, str, dict]) -> str:
     return mid
 
 
+def _read_engine_list(root: Path) -> set[str]:
+    """Ids listed in ``<root>/engine_motions.txt`` (empty when there is none)."""
+    list_file = root / ENGINE_LIST
+    return set(list_file.read_text().split()) if list_file.is_file() else set()
+
+
 def _check_id_range(cfg: EngineConfig, root: Path, start: int, n: int, goal_ids: Sequence[str]) -> None:
     spec = get_dataset_spec(cfg.dataset)
     if start + n > 10**spec.id_digits:
         raise ValueError(f"imperfect ids {start}..{start + n - 1} do not fit in {spec.id_digits} digits; "
                          "lower imperfect_id_start or max_goals")  # fmt: skip
-    listed = set()
-    list_file = root / ENGINE_LIST
-    if list_file.is_file():
-        listed = {x.strip() for x in list_file.read_text().split() if x.strip()}
+    listed = _read_engine_list(root)
     taken = []
     vec_dir = DatasetPaths(root).vecs_dir
     if vec_dir.is_dir():
@@ -291,19 +303,21 @@ def run_engine(cfg: EngineConfig) -> EngineSummary:
     if done is not None:
         logger.info("engine: %s already holds a run with this config; skipping (force=true rebuilds)", out)
         return done
-    imp_root = Path(cfg.imperfect_root or cfg.dataset_root)
+    imp_root = cfg.imperfect_root_path()
     records = load_goals(cfg)
     t_read = time.perf_counter()
 
     # 1. ladders and imperfect ids (deterministic per goal)
-    start = cfg.imperfect_id_start or 9 * 10 ** (spec.id_digits - 1)
-    with_attr = [r for r in records if r.goal.program is not None and whole_clip_goal(r.goal) is not None]
+    start = cfg.first_imperfect_id()
+    # goals with attributes and whole-clip captions, restricted to those captions
+    whole = {r.goal.motion_id: gw for r in records if (gw := whole_clip_goal(r.goal)) is not None}
+    with_attr = [r for r in records if r.goal.motion_id in whole]
     n_imp = len(with_attr) * cfg.variants_per_goal
     _check_id_range(cfg, imp_root, start, n_imp, [r.goal.motion_id for r in records])
     variants: dict[str, list[Variant]] = {}
     jobs = []
     for gi, rec in enumerate(with_attr):
-        g = whole_clip_goal(rec.goal)
+        g = whole[rec.goal.motion_id]
         rng = np.random.default_rng([cfg.seed, zlib.crc32(g.motion_id.encode())])
         stated_all = frozenset.intersection(*g.stated) if g.stated else frozenset()
         stated_any = frozenset.union(*g.stated) if g.stated else frozenset()
@@ -325,9 +339,7 @@ def run_engine(cfg: EngineConfig) -> EngineSummary:
     else:
         for job in tqdm(jobs, desc="render imperfect"):
             _render_write(job)
-    listed = set()
-    if (imp_root / ENGINE_LIST).is_file():
-        listed = set((imp_root / ENGINE_LIST).read_text().split())
+    listed = _read_engine_list(imp_root)
     (imp_root / ENGINE_LIST).write_text(
         "\n".join(sorted(listed | {j[1] for j in jobs})) + ("\n" if jobs else "")
     )
@@ -341,7 +353,7 @@ def run_engine(cfg: EngineConfig) -> EngineSummary:
         rng = np.random.default_rng([cfg.seed, zlib.crc32(g.motion_id.encode()), 1])
         idx = {k: len(v) for k, v in per_task.items()}
         anns = caption_tasks(g, idx)
-        gw = whole_clip_goal(g)
+        gw = whole.get(g.motion_id)
         if gw is not None:
             anns.update(
                 attribute_tasks(gw, variants[g.motion_id], rng, idx, cfg.phrasings, cfg.tm_max_candidates)
@@ -414,10 +426,9 @@ def _finished_run(cfg: EngineConfig) -> EngineSummary | None:
     if not all(f.is_file() for f in files):
         return None
     if data.get("imperfect_motions"):  # the dataset may have been rebuilt since (which drops them)
-        spec = get_dataset_spec(cfg.dataset)
-        start = cfg.imperfect_id_start or 9 * 10 ** (spec.id_digits - 1)
-        last = str(start + int(data["imperfect_motions"]) - 1).zfill(spec.id_digits)
-        if not DatasetPaths(cfg.imperfect_root or cfg.dataset_root).vec_file(last).is_file():
+        digits = get_dataset_spec(cfg.dataset).id_digits
+        last = str(cfg.first_imperfect_id() + int(data["imperfect_motions"]) - 1).zfill(digits)
+        if not DatasetPaths(cfg.imperfect_root_path()).vec_file(last).is_file():
             return None
     fields = {k: data[k] for k in EngineSummary.__dataclass_fields__}
     return EngineSummary(**fields)
@@ -425,10 +436,6 @@ def _finished_run(cfg: EngineConfig) -> EngineSummary | None:
 
 def simulate_attempts(annotations: Sequence[Annotation], seed: int) -> dict[int, int]:
     """Failed attempts per dialogue when the stage-2 builder draws once per candidate (section 6.1)."""
-    import random
-
-    from data.sft_examples import choose_attempts
-
     hist: Counter = Counter()
     for a in annotations:
         for ci, cand in enumerate(a.all_candidates()):
@@ -438,8 +445,6 @@ def simulate_attempts(annotations: Sequence[Annotation], seed: int) -> dict[int,
 
 def write_stage3(cfg: EngineConfig, motion_ids: Sequence[str], path: Path) -> int:
     """One JSONL row per (motion, caption line): the stage-3 GRPO prompt set (grpo.md 1.2/1.3)."""
-    from data.sft_examples import build_cot_prompt
-
     spec = get_dataset_spec(cfg.dataset)
     paths = DatasetPaths(cfg.dataset_root)
     path.parent.mkdir(parents=True, exist_ok=True)
