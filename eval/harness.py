@@ -234,6 +234,14 @@ def _all_gather(obj: Any) -> list[Any]:
     return out
 
 
+def _gather_dicts(mine: dict[int, Any]) -> dict[int, Any]:
+    """Union of every rank's ``{work unit: result}`` dict (the ranks hold disjoint keys)."""
+    gathered: dict[int, Any] = {}
+    for part in _all_gather(mine):
+        gathered.update(part)
+    return gathered
+
+
 # ----------------------------------------------------------------------------------------------
 # Harness
 # ----------------------------------------------------------------------------------------------
@@ -332,23 +340,34 @@ class EvaluationHarness:
             pos = torch.from_numpy(np.stack([e[1] for e in enc]))
             lens = torch.tensor([e[2] for e in enc], dtype=torch.long)
             mine[k] = self.evaluator.embed_text(words, pos, lens).cpu().numpy()
-        gathered: dict[int, np.ndarray] = {}
-        for part in _all_gather(mine):
-            gathered.update(part)
+        gathered = _gather_dicts(mine)
         cache = np.concatenate([gathered[k] for k in range(len(chunks))]).astype(np.float32)
         self._text_cache, self._caption_offsets = cache, offsets
         logger.info("embedded %d captions of %d test items once", len(flat), len(entries))
         return cache, offsets
 
     # -------------------------------------------------------------- motions
-    def _embed_padded(self, motions: Sequence[np.ndarray], lengths: np.ndarray) -> np.ndarray:
+    def _pad(self, motions: Sequence[np.ndarray]) -> np.ndarray:
+        """Zero-pad ``(T_i, D)`` motions to ``(B, max_motion_len, D)`` float32."""
         padded = np.zeros((len(motions), self.spec.max_motion_len, self.spec.feat_dim), dtype=np.float32)
         for j, m in enumerate(motions):
             padded[j, : len(m)] = m
+        return padded
+
+    def _embed_padded(self, padded: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """``(B, T, D)`` padded motions -> ``(B, E)`` evaluator embeddings."""
         emb = self.evaluator.embed_motion(
             torch.from_numpy(padded), torch.as_tensor(lengths, dtype=torch.long)
         )
         return emb.cpu().numpy()
+
+    def _harness_batch(self, r: int, k: int, idx: np.ndarray, gt: Any) -> HarnessBatch:
+        """What a generation callable sees of batch ``k`` of replication ``r`` (``gt``: its ``EvalBatch``)."""
+        return HarnessBatch(
+            replication=r, batch_index=k, indices=np.asarray(idx), names=gt.names, captions=gt.captions,
+            tokens=gt.tokens, lengths=gt.m_lengths.numpy(), seed=batch_seed(self.seed, r, k),
+            dataset=self.dataset,
+        )  # fmt: skip
 
     def _prepare_generated(
         self, method: Method, mapper: EvalSpaceMap, out: Sequence[np.ndarray | None], n: int, where: str
@@ -392,20 +411,15 @@ class EvaluationHarness:
         rec["gt"] = self.evaluator.embed_motion(gt.motions, gt.m_lengths).cpu().numpy()
         second = eval_collate([ds.get_item(int(i), r + _SECOND_PASS_OFFSET) for i in idx])
         rec["gt2"] = self.evaluator.embed_motion(second.motions, second.m_lengths).cpu().numpy()
-        hb = HarnessBatch(
-            replication=r, batch_index=k, indices=np.asarray(idx), names=gt.names, captions=gt.captions,
-            tokens=gt.tokens, lengths=lengths, seed=batch_seed(self.seed, r, k), dataset=ds,
-        )  # fmt: skip
+        hb = self._harness_batch(r, k, idx, gt)
+        where = f"replication {r}, batch {k}"
         for mi, (method, mapper) in enumerate(zip(methods, mappers, strict=True)):
-            where = f"replication {r}, batch {k}"
             out = method.generate(list(gt.captions), lengths.copy(), hb)
             motions, m_len, failed = self._prepare_generated(method, mapper, out, len(idx), where)
+            padded = self._pad(motions)
             if k == 0 and failed == 0:  # warn only: an untrained generator may emit anything
-                padded = np.zeros((len(idx), self.spec.max_motion_len, self.spec.feat_dim), np.float32)
-                for j, m in enumerate(motions):
-                    padded[j, : m_len[j]] = m
                 check_eval_space(padded, m_len, f"{method.name} ({where})", strict=False)
-            rec[f"m{mi}"] = self._embed_padded(motions, m_len)
+            rec[f"m{mi}"] = self._embed_padded(padded, m_len)
             rec[f"f{mi}"] = failed
         return rec
 
@@ -433,9 +447,7 @@ class EvaluationHarness:
             for k in range(rank, len(batches), world):
                 mine[k] = self._run_batch(r, k, batches[k], methods, mappers, text_cache, offsets)
                 bar.update(1)
-            gathered: dict[int, dict[str, Any]] = {}
-            for part in _all_gather(mine):
-                gathered.update(part)
+            gathered = _gather_dicts(mine)
             if rank != 0:
                 continue
             recs = [gathered[k] for k in range(len(batches))]
@@ -500,23 +512,17 @@ class EvaluationHarness:
                       disable=not (self.progress and rank == 0)):  # fmt: skip
             idx = chunks[units[u][0]]
             gt = eval_collate([ds.get_item(int(i), r) for i in idx])
-            lengths = gt.m_lengths.numpy()
-            hb = HarnessBatch(
-                replication=r, batch_index=_MM_BATCH_OFFSET + u, indices=np.asarray(idx), names=gt.names,
-                captions=gt.captions, tokens=gt.tokens, lengths=lengths,
-                seed=batch_seed(self.seed, r, _MM_BATCH_OFFSET + u), dataset=ds,
-            )  # fmt: skip
+            hb = self._harness_batch(r, _MM_BATCH_OFFSET + u, idx, gt)
+            lengths = hb.lengths
             rec: dict[str, Any] = {}
             for mi, (method, mapper) in enumerate(zip(methods, mappers, strict=True)):
                 out = method.generate(list(gt.captions), lengths.copy(), hb)
                 motions, m_len, failed = self._prepare_generated(
                     method, mapper, out, len(idx), f"multimodality, replication {r}"
                 )
-                rec[f"m{mi}"], rec[f"f{mi}"] = self._embed_padded(motions, m_len), failed
+                rec[f"m{mi}"], rec[f"f{mi}"] = self._embed_padded(self._pad(motions), m_len), failed
             mine[u] = rec
-        gathered: dict[int, dict[str, Any]] = {}
-        for part in _all_gather(mine):
-            gathered.update(part)
+        gathered = _gather_dicts(mine)
         if rank != 0:
             return
         for mi, m in enumerate(methods):
