@@ -263,7 +263,7 @@ def identify_task(ann: Annotation) -> TaskSpec | None:
     """The registry entry an annotation belongs to (by CoT flag, then turn keys and task string)."""
     if ann.is_cot:
         return TASKS["irmogen_cot"]
-    system, user, answer = (t.value for t in ann.conversations)
+    system, user = ann.conversations[0].value, ann.conversations[1].value
     matches = [t for t in TASKS.values() if t.stage < 2 and t.system == system and t.user == user]
     if len(matches) > 1:
         matches = [t for t in matches if t.task_string == ann.task] or matches[:1]
@@ -396,25 +396,26 @@ def validate_against_task(ann: Annotation) -> None:
     spec = identify_task(ann)
     if spec is None:
         return
+    where = (ann.source, ann.id, ann.index)
     for ci, cand in enumerate(ann.all_candidates()):
         prefix = f"candidate_motion_text[{ci}]." if ann.candidates else ""
         for key in spec.motion_keys:
             if key not in cand.motions:
-                raise _err(ann.source, ann.id, ann.index, f"{prefix}motions.{key}",
+                raise _err(*where, f"{prefix}motions.{key}",
                            f"missing; task {spec.name} needs motions {list(spec.motion_keys)}")  # fmt: skip
         for key in spec.text_keys:
             if key not in cand.texts:
-                raise _err(ann.source, ann.id, ann.index, f"{prefix}text.{key}",
+                raise _err(*where, f"{prefix}text.{key}",
                            f"missing; task {spec.name} needs texts {list(spec.text_keys)}")  # fmt: skip
         if spec.stage == 2:
             for key, val in cand.texts.items():
                 if key.startswith("<Assess_") and not isinstance(val, Assessment):
-                    raise _err(ann.source, ann.id, ann.index, f"{prefix}text.{key}",
-                               "expected an {'assessment', 'refinement'} object")  # fmt: skip
+                    raise _err(
+                        *where, f"{prefix}text.{key}", "expected an {'assessment', 'refinement'} object"
+                    )
             for key in cand.motions:
                 if key.startswith("<Intermediate_Motion_") and assess_key(key) not in cand.texts:
-                    raise _err(ann.source, ann.id, ann.index, f"{prefix}text.{assess_key(key)}",
-                               f"missing assessment for {key}")  # fmt: skip
+                    raise _err(*where, f"{prefix}text.{assess_key(key)}", f"missing assessment for {key}")
 
 
 def read_annotation_file(path: str | Path) -> AnnotationFile:

@@ -41,6 +41,7 @@ from data.annotations import (
     TextValue,
     assess_key,
     identify_task,
+    read_annotation_file,
 )
 from data.motion_tokens import MOTION_END, MOTION_START, render_codes, render_codes_inner
 from data.prompts import PLAN_SENTENCES, TEST_TEMPLATES, PromptPools
@@ -51,7 +52,7 @@ IGNORE_INDEX = -100
 CodeLookup = Callable[[MotionRef], Sequence[int] | None]
 """Motion ref -> its VQ codes (N,) for the (cropped) motion; ``None`` or empty = empty motion."""
 
-_NO_REFINEMENT_EXACT = ("No refinement needed.", "No refinements needed.")
+# Spec 6.1 also lists the exact strings "No refinement(s) needed."; the substring test covers them.
 _NO_REFINEMENT_SUB = ("No refinement needed", "No refinements needed")
 
 
@@ -243,7 +244,7 @@ def build_stage1(
 def is_no_refinement(refinement: str) -> bool:
     """Whether a refinement text means the motion needs no change (section 6.1 rules)."""
     r = refinement.strip()
-    return r in _NO_REFINEMENT_EXACT or any(s in r for s in _NO_REFINEMENT_SUB) or len(r.split(" ")) <= 3
+    return any(s in r for s in _NO_REFINEMENT_SUB) or len(r.split(" ")) <= 3
 
 
 def choose_attempts(cand: Candidate, rng: random.Random, max_attempts: int = 4) -> list[str]:
@@ -435,8 +436,6 @@ class AnnotationExampleSet:
         seed: int = 0,
         options: BuildOptions | None = None,
     ) -> None:
-        from data.annotations import read_annotation_file
-
         paths = files.split(":") if isinstance(files, str) else list(files)
         self.annotations = [a for p in paths for a in read_annotation_file(p).annotations]
         self.codes, self.pools, self.seed, self.options = codes, pools, seed, options

@@ -119,7 +119,7 @@ def attribute_tasks(
     assert goal.program is not None and len(goal.stated) == len(goal.captions)
     prog = goal.program
     out: dict[str, Annotation] = {}
-    whole = MotionRef(goal.motion_id, *goal.windows[0])
+    whole = _caption_motion(goal, 0)
     out["t2m_detailed_prompt_generation"] = _ann(
         "t2m_detailed_prompt_generation",
         idx["t2m_detailed_prompt_generation"],
@@ -140,7 +140,7 @@ def attribute_tasks(
     pairs: list[tuple[MotionRef, int, tuple[list[str], list[str]]]] = []
     for ci, st in enumerate(goal.stated):
         order = rng.permutation(len(MATCH_ASSESSMENTS))
-        match = ([MATCH_ASSESSMENTS[int(k)] for k in order][:phrasings], [NO_REFINEMENT] * min(phrasings, 3))
+        match = ([MATCH_ASSESSMENTS[int(k)] for k in order][:phrasings], [NO_REFINEMENT])
         pairs.append((_caption_motion(goal, ci), ci, match))
         for v in variants:
             pairs.append((MotionRef(v.motion_id), ci, assess(v.imperfect.changes, prog, st, rng, phrasings)))
