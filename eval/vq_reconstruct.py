@@ -29,7 +29,7 @@ from data.runtime import setup_logging
 from data.specs import get_dataset_spec
 from data.vq_data import Clip
 from models.vq_training import evaluate_reconstruction
-from models.vqvae import MotionVQVAE
+from models.vqvae import MotionVQVAE, vq_norm_files
 
 logger = logging.getLogger("eval.vq_reconstruct")
 
@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parse_cli(ReconstructConfig, argv, description=__doc__)
     setup_logging()
     spec = get_dataset_spec(cfg.dataset)
-    meta = Path(cfg.checkpoint).parent / "meta"
-    mean, std = load_mean_std(cfg.mean_file or meta / "mean.npy", cfg.std_file or meta / "std.npy", spec)
+    mean, std = load_mean_std(*vq_norm_files(cfg.checkpoint, cfg.mean_file, cfg.std_file), spec)
     vq = MotionVQVAE.from_checkpoint(cfg.checkpoint, nfeats=spec.feat_dim)
     ids = list(cfg.ids) or read_split(cfg.dataset_root, cfg.split)[: cfg.num]
     paths = DatasetPaths(cfg.dataset_root)

@@ -576,6 +576,15 @@ def atomic_torch_save(obj: object, path: str | Path) -> None:
             os.remove(tmp)
 
 
+def vq_norm_files(checkpoint: str | Path, mean_file: str = "", std_file: str = "") -> tuple[str, str]:
+    """The VQ's normalisation pair: the given files, else ``<checkpoint dir>/meta/{mean,std}.npy``.
+
+    ``prepare.train_vq`` writes that ``meta`` folder next to its checkpoints.
+    """
+    meta = Path(checkpoint).parent / "meta"
+    return mean_file or str(meta / "mean.npy"), std_file or str(meta / "std.npy")
+
+
 def load_net_state(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:
     """Read ``{'net': state_dict}`` with ``weights_only=True``; clear errors for bad files."""
     if not path.is_file():

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 
 import torch
 
@@ -24,7 +23,7 @@ from data.layout import load_mean_std
 from data.runtime import resolve_device, setup_logging
 from data.specs import get_dataset_spec
 from models.vq_tokenize import TokenizeConfig, tokenize_dataset
-from models.vqvae import MotionVQVAE
+from models.vqvae import MotionVQVAE, vq_norm_files
 
 logger = logging.getLogger("prepare.tokenize_motions")
 
@@ -35,10 +34,8 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     spec = get_dataset_spec(cfg.dataset)
-    meta = Path(cfg.vq_checkpoint).parent / "meta"
-    cfg = dataclasses.replace(
-        cfg, mean_file=cfg.mean_file or str(meta / "mean.npy"), std_file=cfg.std_file or str(meta / "std.npy")
-    )
+    mean_file, std_file = vq_norm_files(cfg.vq_checkpoint, cfg.mean_file, cfg.std_file)
+    cfg = dataclasses.replace(cfg, mean_file=mean_file, std_file=std_file)
     mean, std = load_mean_std(cfg.mean_file, cfg.std_file, spec)
     vq = MotionVQVAE.from_checkpoint(
         cfg.vq_checkpoint, nfeats=spec.feat_dim, map_location=resolve_device(cfg.device)

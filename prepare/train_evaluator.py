@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from data.config import config_to_dict, parse_cli
-from data.layout import DatasetPaths, load_mean_std
 from data.runtime import prepare_run_dir, set_seed, setup_logging
 from data.specs import get_dataset_spec
+from data.vq_data import resolve_mean_std
 from data.word_vectorizer import WordVectorizer
 from eval.harness import EvalConfig, harness_from_config, write_report
 from models.evaluator_training import EvaluatorTrainConfig, load_index, train_evaluator
@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     seed = set_seed(cfg.seed)
     prepare_run_dir(out, config_to_dict(cfg), seed)
     spec = get_dataset_spec(cfg.dataset)
-    paths = DatasetPaths(cfg.dataset_root)
-    mean, std = load_mean_std(cfg.mean_file or paths.mean_file, cfg.std_file or paths.std_file, spec)
+    mean, std = resolve_mean_std(cfg.dataset_root, spec, cfg.mean_file, cfg.std_file)
     vectorizer = WordVectorizer(cfg.glove_dir)
     summary = train_evaluator(
         cfg, spec, load_index(cfg, spec, cfg.train_split), load_index(cfg, spec, cfg.val_split), vectorizer,
