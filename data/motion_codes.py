@@ -27,6 +27,7 @@ import numpy as np
 
 from data.annotations import MotionMissingError, MotionRef, MotionResolver
 from data.layout import DatasetFileError
+from data.motion_tokens import DEFAULT_NB_CODE
 
 logger = logging.getLogger(__name__)
 
@@ -45,22 +46,20 @@ class VQCodeSource:
     _cache: dict[tuple[str, tuple[int, int] | None], list[int]] = field(default_factory=dict, repr=False)
 
     def __call__(self, ref: MotionRef) -> list[int]:
-        import torch
+        from models.vq_tokenize import encode_crops
 
         key = (self.resolver.file_id(ref), ref.frame_window(self.resolver.spec.fps))
         if self.rng is None and key in self._cache:
             return self._cache[key]
         feats = self.resolver.load(ref)
-        unit = int(getattr(self.vq, "frames_per_code", 4))
+        unit = self.vq.frames_per_code
         m = (len(feats) // unit) * unit
         if m == 0:
             codes: list[int] = []
         else:
             off = self.rng.randint(0, len(feats) - m) if self.rng is not None else 0
-            x = (feats[off : off + m] - self.mean) / self.std
-            codes = self.vq.encode(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None])[
-                0
-            ].tolist()
+            x = ((feats[off : off + m] - self.mean) / self.std).astype(np.float32)
+            codes = encode_crops(self.vq, x, [0])[0].tolist()
         if self.rng is None:
             self._cache[key] = codes
         return codes
@@ -77,7 +76,7 @@ class CodesDirSource:
 
     codes_dir: str | Path
     resolver: MotionResolver
-    nb_code: int = 512
+    nb_code: int = DEFAULT_NB_CODE
     rng: random.Random | None = None
     windowed_approximations: int = 0
     _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
