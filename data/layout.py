@@ -78,6 +78,9 @@ class DatasetPaths:
     def text_file(self, motion_id: str) -> Path:
         return self.texts_dir / f"{motion_id}.txt"
 
+    def attributes_file(self, motion_id: str) -> Path:
+        return self.attributes_dir / f"{motion_id}.json"
+
 
 @dataclass(frozen=True)
 class CaptionLine:
@@ -167,16 +170,27 @@ def read_captions(path: str | Path) -> list[CaptionLine]:
     return lines
 
 
+def load_npy(path: str | Path, what: str, hint: str = "") -> np.ndarray:
+    """``np.load`` without pickles; a missing or unreadable file raises ``DatasetFileError``.
+
+    Args:
+        what: the file's role in messages (``"motion file"``, ``"code file"``, ...).
+        hint: appended to the not-found message (how to make the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetFileError(f"{what} not found: {path}{hint}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DatasetFileError(f"cannot read {what} {path}: {err}") from err
+
+
 def load_features(path: str | Path, spec: DatasetSpec | str) -> np.ndarray:
     """Load a ``new_joint_vecs`` file as float32 ``(T, D)``; validates shape and finiteness."""
     spec = get_dataset_spec(spec)
     path = Path(path)
-    if not path.is_file():
-        raise DatasetFileError(f"motion file not found: {path}")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise DatasetFileError(f"cannot read motion file {path}: {err}") from err
+    arr = load_npy(path, "motion file")
     if arr.ndim != 2 or arr.shape[1] != spec.feat_dim:
         raise DatasetFileError(
             f"{path}: shape {arr.shape}, expected (T, {spec.feat_dim}) features for dataset "
@@ -194,12 +208,7 @@ def load_joints(path: str | Path, spec: DatasetSpec | str) -> np.ndarray:
     """Load a ``new_joints`` file as float32 ``(T, J, 3)``; validates shape and finiteness."""
     spec = get_dataset_spec(spec)
     path = Path(path)
-    if not path.is_file():
-        raise DatasetFileError(f"joints file not found: {path}")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise DatasetFileError(f"cannot read joints file {path}: {err}") from err
+    arr = load_npy(path, "joints file")
     if arr.ndim != 3 or arr.shape[1:] != (spec.joints_num, 3) or arr.shape[0] == 0:
         raise DatasetFileError(
             f"{path}: shape {arr.shape}, expected (T>0, {spec.joints_num}, 3) for dataset {spec.name!r}"
@@ -216,9 +225,7 @@ def load_mean_std(
     spec = get_dataset_spec(spec)
     out = []
     for p in (Path(mean_file), Path(std_file)):
-        if not p.is_file():
-            raise DatasetFileError(f"normalisation file not found: {p}")
-        arr = np.load(p, allow_pickle=False)
+        arr = load_npy(p, "normalisation file")
         if arr.shape != (spec.feat_dim,):
             raise DatasetFileError(f"{p}: shape {arr.shape}, expected ({spec.feat_dim},) for {spec.name!r}")
         if not np.isfinite(arr).all():

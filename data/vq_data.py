@@ -20,7 +20,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.layout import DatasetFileError, DatasetPaths, SkipTracker, load_features, load_mean_std, read_split
+from data.layout import (
+    DatasetFileError,
+    DatasetPaths,
+    SkipTracker,
+    load_features,
+    load_mean_std,
+    load_npy,
+    read_split,
+)
 from data.specs import DatasetSpec, get_dataset_spec
 
 logger = logging.getLogger(__name__)
@@ -172,14 +180,7 @@ def read_code_file(path: str | Path, nb_code: int = 512) -> np.ndarray:
             (names the file, row and position).
     """
     path = Path(path)
-    if not path.is_file():
-        raise DatasetFileError(
-            f"code file not found: {path}; run `python -m prepare.tokenize_motions` for this dataset"
-        )
-    try:
-        codes = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise DatasetFileError(f"cannot read code file {path}: {err}") from err
+    codes = load_npy(path, "code file", "; run `python -m prepare.tokenize_motions` for this dataset")
     if codes.ndim != 2 or codes.shape[0] < 1 or not np.issubdtype(codes.dtype, np.integer):
         raise DatasetFileError(f"{path}: expected (K>=1, N) integer codes, got {codes.shape} {codes.dtype}")
     bad = np.argwhere((codes < 0) | (codes >= nb_code))

@@ -35,7 +35,7 @@ from mpl_toolkits.mplot3d import Axes3D  # noqa: F401  (registers the "3d" proje
 from mpl_toolkits.mplot3d.art3d import Line3DCollection
 from PIL import Image
 
-from data.layout import DatasetPaths, load_features, load_joints, read_captions, read_split
+from data.layout import DatasetPaths, load_features, load_joints, load_npy, read_captions, read_split
 from data.specs import DATASET_NAMES, DatasetSpec, get_dataset_spec
 
 logger = logging.getLogger(__name__)
@@ -312,12 +312,6 @@ def _load_dataset_motion(paths: DatasetPaths, motion_id: str, spec: DatasetSpec,
     return load_features(paths.vec_file(motion_id), spec)
 
 
-def _load_npy(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise FileNotFoundError(f"motion file not found: {path}")
-    return np.load(path, allow_pickle=False)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eval.render", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output folder (dataset mode) or .gif path / folder (--npy)")
@@ -350,7 +344,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
         if len(titles) != len(args.npy):
             raise SystemExit(f"{len(titles)} --titles for {len(args.npy)} --npy files")
         target = out if out.suffix.lower() == ".gif" else out / "side_by_side.gif"
-        written += render_motions([_load_npy(p) for p in args.npy], target, titles=titles, **common)
+        written += render_motions(
+            [load_npy(p, "motion file") for p in args.npy], target, titles=titles, **common
+        )
     elif args.dataset_root is not None:
         paths = DatasetPaths(args.dataset_root)
         ids = args.ids or read_split(args.dataset_root, args.split)[: args.num]
