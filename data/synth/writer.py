@@ -72,13 +72,13 @@ def write_motion(
         rendered_frames=int(np.asarray(joints).shape[0]),
         captions=[c.to_dict() for c in captions],
     )
-    (paths.attributes_dir / f"{motion_id}.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    paths.attributes_file(motion_id).write_text(json.dumps(meta, indent=1, sort_keys=True))
     return feats
 
 
 def read_attributes(root: str | Path, motion_id: str) -> dict[str, Any]:
     """The ``attributes/<id>.json`` of a SynthML motion (raises naming the file if missing)."""
-    path = DatasetPaths(root).attributes_dir / f"{motion_id}.json"
+    path = DatasetPaths(root).attributes_file(motion_id)
     if not path.is_file():
         raise FileNotFoundError(f"SynthML attributes file not found: {path} (is this a SynthML folder?)")
     return json.loads(path.read_text())
