@@ -66,6 +66,7 @@ from eval.metrics import (
     text_motion_scores_batched,
 )
 from models.evaluator import EvalSpaceMap, FeatureNorm, GuoEvaluator, check_eval_space
+from models.vqvae import MotionVQVAE
 
 logger = logging.getLogger(__name__)
 
@@ -549,7 +550,7 @@ class VQReconstruction:
     the VQ's space; the harness maps it to the evaluator's space and zero-pads it.
     """
 
-    def __init__(self, vq: Any, vq_norm: FeatureNorm):
+    def __init__(self, vq: MotionVQVAE, vq_norm: FeatureNorm):
         self.vq = vq
         self.vq_norm = vq_norm
         self.__name__ = "VQReconstruction"
@@ -557,7 +558,7 @@ class VQReconstruction:
     @torch.no_grad()
     def __call__(self, captions: list[str], lengths: np.ndarray, batch: HarnessBatch) -> list[np.ndarray]:
         crops = [self.vq_norm.normalise(batch.raw_motion(j)) for j in range(len(captions))]
-        fpc = int(getattr(self.vq, "frames_per_code", 4))
+        fpc = self.vq.frames_per_code
         lens = [len(c) - len(c) % fpc for c in crops]
         x = np.zeros((len(crops), max(lens), crops[0].shape[1]), np.float32)
         for j, c in enumerate(crops):
@@ -649,7 +650,6 @@ def vq_method_from_config(cfg: EvalConfig, device: torch.device | str = "cpu") -
     if not cfg.vq_checkpoint:
         return None
     from data.specs import get_dataset_spec
-    from models.vqvae import MotionVQVAE
 
     spec = get_dataset_spec(cfg.dataset)
     vq = MotionVQVAE.from_checkpoint(cfg.vq_checkpoint, nfeats=spec.feat_dim, map_location=device)

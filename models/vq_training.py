@@ -40,7 +40,14 @@ from data.config import config_to_dict
 from data.runtime import MetricsLogger, is_main_process, resolve_device
 from data.specs import DatasetSpec
 from data.vq_data import Clip, MotionWindows
-from models.vqvae import CheckpointError, MotionVQVAE, VQVAEConfig, atomic_torch_save, check_state_dict
+from models.vqvae import (
+    CheckpointError,
+    MotionVQVAE,
+    VQVAEConfig,
+    atomic_torch_save,
+    check_state_dict,
+    perplexity_from_counts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -174,9 +181,8 @@ def code_statistics(counts: np.ndarray) -> dict[str, float]:
     ``perplexity = exp(-sum p log(p + 1e-7))``, ``usage`` = fraction of codes used at least once.
     """
     counts = np.asarray(counts, dtype=np.float64)
-    p = counts / max(counts.sum(), 1e-12)
     return {
-        "perplexity": float(np.exp(-(p * np.log(p + 1e-7)).sum())),
+        "perplexity": float(perplexity_from_counts(torch.from_numpy(counts))),
         "usage": float((counts > 0).mean()),
         "codes_used": int((counts > 0).sum()),
     }
