@@ -37,13 +37,14 @@ from data.layout import (
     DatasetFileError,
     DatasetPaths,
     SkipTracker,
+    check_mean_std,
     load_features,
     read_captions,
     read_split,
 )
 from data.runtime import is_main_process
 from data.specs import DatasetSpec, get_dataset_spec
-from data.word_vectorizer import WordVectorizer, encode_caption, pad_caption_tokens
+from data.word_vectorizer import WordVectorizer, pad_caption_tokens, vectorize_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -369,18 +370,6 @@ def build_clip_index(
     return index
 
 
-def _check_mean_std(mean: np.ndarray, std: np.ndarray, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
-    mean = np.asarray(mean, dtype=np.float32)
-    std = np.asarray(std, dtype=np.float32)
-    if mean.shape != (spec.feat_dim,) or std.shape != (spec.feat_dim,):
-        raise ValueError(
-            f"mean/std shapes {mean.shape}/{std.shape}, expected ({spec.feat_dim},) for {spec.name!r}"
-        )
-    if not (np.isfinite(mean).all() and np.isfinite(std).all()) or (std <= 0).any():
-        raise ValueError("mean/std must be finite with std > 0")
-    return mean, std
-
-
 # ---------------------------------------------------------------------------------------------
 # Training view
 # ---------------------------------------------------------------------------------------------
@@ -408,7 +397,7 @@ class MotionTextDataset(Dataset):
         self.spec = index.spec
         if (mean is None) != (std is None):
             raise ValueError("pass both mean and std, or neither")
-        self.mean, self.std = (None, None) if mean is None else _check_mean_std(mean, std, self.spec)
+        self.mean, self.std = (None, None) if mean is None else check_mean_std(mean, std, self.spec)
         self.seed = seed
         self.epoch = 0
 
@@ -521,7 +510,7 @@ class EvalMotionTextDataset(Dataset):
         self.index = index
         self.spec = index.spec
         self.vectorizer = vectorizer
-        self.mean, self.std = _check_mean_std(mean, std, self.spec)
+        self.mean, self.std = check_mean_std(mean, std, self.spec)
         self.seed = int(seed)
         self.replication = 0
 
@@ -567,8 +556,8 @@ class EvalMotionTextDataset(Dataset):
         entry = self.index.entries[i]
         d = self.draw(i, r)
         cap = entry.captions[d.caption_index]
-        padded, _ = pad_caption_tokens(cap.tokens, self.spec.max_text_len)
-        word_embs, pos, sent_len = encode_caption(self.vectorizer, cap.tokens, self.spec.max_text_len)
+        padded, sent_len = pad_caption_tokens(cap.tokens, self.spec.max_text_len)
+        word_embs, pos = vectorize_tokens(self.vectorizer, padded)
         crop = self.index.motion(i)[d.start : d.start + d.m_length]
         return EvalItem(
             word_embs=word_embs,

@@ -218,22 +218,40 @@ def load_joints(path: str | Path, spec: DatasetSpec | str) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
+def check_mean_std(
+    mean: np.ndarray, std: np.ndarray, spec: DatasetSpec | str, names: tuple[str, str] = ("mean", "std")
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a normalisation pair: ``(D,)`` each, finite, std strictly positive.
+
+    Args:
+        names: how messages name the two arrays (their files, when loaded from disk).
+
+    Returns:
+        ``(mean, std)`` as float32 ``(D,)`` arrays.
+    """
+    spec = get_dataset_spec(spec)
+    out = []
+    for arr, name in zip((mean, std), names, strict=True):
+        arr = np.asarray(arr, dtype=np.float32)
+        if arr.shape != (spec.feat_dim,):
+            raise DatasetFileError(
+                f"{name}: shape {arr.shape}, expected ({spec.feat_dim},) for {spec.name!r}"
+            )
+        if not np.isfinite(arr).all():
+            raise DatasetFileError(f"{name}: contains NaN or inf")
+        out.append(arr)
+    if (out[1] <= 0).any():
+        raise DatasetFileError(f"{names[1]}: {int((out[1] <= 0).sum())} non-positive std entries")
+    return out[0], out[1]
+
+
 def load_mean_std(
     mean_file: str | Path, std_file: str | Path, spec: DatasetSpec | str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Load a ``(D,)`` mean/std pair; std must be strictly positive."""
-    spec = get_dataset_spec(spec)
-    out = []
-    for p in (Path(mean_file), Path(std_file)):
-        arr = load_npy(p, "normalisation file")
-        if arr.shape != (spec.feat_dim,):
-            raise DatasetFileError(f"{p}: shape {arr.shape}, expected ({spec.feat_dim},) for {spec.name!r}")
-        if not np.isfinite(arr).all():
-            raise DatasetFileError(f"{p}: contains NaN or inf")
-        out.append(arr.astype(np.float32))
-    if (out[1] <= 0).any():
-        raise DatasetFileError(f"{std_file}: {int((out[1] <= 0).sum())} non-positive std entries")
-    return out[0], out[1]
+    """Load a ``(D,)`` mean/std pair and validate it with ``check_mean_std``."""
+    mean = load_npy(mean_file, "normalisation file")
+    std = load_npy(std_file, "normalisation file")
+    return check_mean_std(mean, std, spec, (str(mean_file), str(std_file)))
 
 
 @dataclass

@@ -349,5 +349,10 @@ def encode_caption(
         and ``sent_len`` (see ``pad_caption_tokens``).
     """
     padded, sent_len = pad_caption_tokens(tokens, max_text_len)
-    vecs, pos = zip(*(vectorizer[t] for t in padded), strict=True)
-    return np.stack(vecs), np.stack(pos), sent_len
+    return (*vectorize_tokens(vectorizer, padded), sent_len)
+
+
+def vectorize_tokens(vectorizer: WordVectorizer, tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``word_embs (L, word_dim)`` and ``pos_onehot (L, 15)`` float32 of ``L`` ``word/POS`` tokens."""
+    vecs, pos = zip(*(vectorizer[t] for t in tokens), strict=True)
+    return np.stack(vecs), np.stack(pos)
