@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from data.annotations import TASKS, Annotation, write_annotation_file
+from data.annotations import NUM_INTERMEDIATE, TASKS, Annotation, write_annotation_file
 from data.config import config_to_dict
 from data.engine.annotate import Goal, Variant, attribute_tasks, caption_tasks
 from data.engine.perturb import Stated, imperfect_ladder
@@ -91,9 +91,10 @@ class EngineConfig:
     """Rebuild even when ``out_dir`` holds a finished run with the same config."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.variants_per_goal <= 4:
+        if not 0 <= self.variants_per_goal <= NUM_INTERMEDIATE:
             raise ValueError(
-                f"variants_per_goal={self.variants_per_goal} must be in 0..4 (<Intermediate_Motion_0..3>)"
+                f"variants_per_goal={self.variants_per_goal} must be in 0..{NUM_INTERMEDIATE} "
+                f"(<Intermediate_Motion_0..{NUM_INTERMEDIATE - 1}>)"
             )
         if self.phrasings < 1 or self.tm_max_candidates < 1 or self.workers < 1:
             raise ValueError("phrasings, tm_max_candidates and workers must be >= 1")
