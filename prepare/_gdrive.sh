@@ -34,10 +34,3 @@ fetch_gdrive() {
   $cmd --id "$id" -O "$out" || { echo "download: gdown failed for id $id -> $out" >&2; return 4; }
   [[ -s "$out" ]] || { echo "download: $out is empty" >&2; return 4; }
 }
-
-# unzip_no_clobber ZIP DEST : unpack into DEST, keeping every file that already exists there.
-unzip_no_clobber() {
-  local zip="$1" dest="$2"
-  mkdir -p "$dest"
-  unzip -n -q "$zip" -d "$dest"
-}
