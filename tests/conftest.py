@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data.layout import DatasetPaths
 from data.specs import get_dataset_spec
 from data.word_vectorizer import save_word_vectors
 
@@ -67,24 +68,25 @@ def write_tiny_dataset(
     spec = get_dataset_spec(dataset)
     clips = TINY_CLIPS if clips is None else clips
     rng = np.random.default_rng(seed)
-    for sub in ("new_joint_vecs", "new_joints", "texts"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
+    paths = DatasetPaths(root)
+    for folder in (paths.vecs_dir, paths.joints_dir, paths.texts_dir):
+        folder.mkdir(parents=True, exist_ok=True)
     feats = []
     for motion_id, (n_frames, lines) in clips.items():
         x = rng.standard_normal((n_frames, spec.feat_dim)).astype(np.float32)
         feats.append(x)
-        np.save(root / "new_joint_vecs" / f"{motion_id}.npy", x)
+        np.save(paths.vec_file(motion_id), x)
         joints = rng.uniform(-0.5, 0.5, (n_frames, spec.joints_num, 3)).astype(np.float32)
         joints[..., 1] += 1.0
-        np.save(root / "new_joints" / f"{motion_id}.npy", joints)
-        (root / "texts" / f"{motion_id}.txt").write_text("\n".join(lines) + "\n")
+        np.save(paths.joint_file(motion_id), joints)
+        paths.text_file(motion_id).write_text("\n".join(lines) + "\n")
     ids = list(clips)
     for split, members in (("test", ids), ("all", ids), ("train", ids[:6]), ("val", ids[6:]),
                            ("train_val", ids)):  # fmt: skip
-        (root / f"{split}.txt").write_text("\n".join(members) + "\n")
+        paths.split_file(split).write_text("\n".join(members) + "\n")
     cat = np.concatenate(feats)
-    np.save(root / "Mean.npy", cat.mean(0).astype(np.float32))
-    np.save(root / "Std.npy", cat.std(0).astype(np.float32))
+    np.save(paths.mean_file, cat.mean(0).astype(np.float32))
+    np.save(paths.std_file, cat.std(0).astype(np.float32))
     return root
 
 

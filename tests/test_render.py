@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data.motion_fixtures import rest_pose
 from data.specs import get_dataset_spec
 from eval.render import chain_colors, main, render_frame, render_motions, to_joints
 
@@ -17,10 +18,7 @@ SPEC = get_dataset_spec("humanml3d")
 
 def _standing(n_frames: int, step: float = 0.02) -> np.ndarray:
     """(T, 22, 3) rest pose from the spec's offsets, walking along +Z."""
-    pos = np.zeros((SPEC.joints_num, 3))
-    for j in range(1, SPEC.joints_num):
-        pos[j] = pos[SPEC.parents[j]] + SPEC.target_offsets[j]
-    joints = np.repeat(pos[None], n_frames, axis=0)
+    joints = np.repeat(rest_pose(SPEC.target_offsets, SPEC)[None], n_frames, axis=0)
     joints[:, :, 2] += step * np.arange(n_frames)[:, None]
     return joints.astype(np.float32)
 
