@@ -2,8 +2,8 @@
 
 Measures, in one run and interleaved round by round (so that load from other processes hits both
 alike): (a) the float32 matmul peak, best GFLOP/s of ``torch.mm`` on square 1024/2048 matrices,
-and (b) ``encode`` + ``decode`` of B x 196-frame motions (B = 1 and 64) with the released
-architecture. FLOPs are counted from the architecture: 2 x MACs of every Conv1d (the quantiser's
+and (b) ``encode`` + ``decode`` of B x ``max_motion_len``-frame motions (B = 1 and 64; the spec's
+length and D, ``--dataset humanml3d`` by default) with the released architecture. FLOPs are counted from the architecture: 2 x MACs of every Conv1d (the quantiser's
 distance matmul is listed separately and left out of the ratio). Best time over rounds is kept.
 
     OMP_NUM_THREADS=2 .venv/bin/python scripts/bench_vqvae.py
@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from data.specs import get_dataset_spec  # noqa: E402
 from models.vqvae import MotionVQVAE, VQVAEConfig  # noqa: E402
 
 
@@ -66,13 +67,19 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: cores)")
-    parser.add_argument("--frames", type=int, default=196)
+    parser.add_argument("--dataset", default="humanml3d", help="spec giving the default frames and nfeats")
+    parser.add_argument(
+        "--frames", type=int, default=None, help="frames per motion (default: max_motion_len)"
+    )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds")
-    parser.add_argument("--nfeats", type=int, default=263)
+    parser.add_argument("--nfeats", type=int, default=None, help="feature dim (default: the spec's D)")
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--compare", action="store_true", help="also time batch 1 with oneDNN disabled")
     args = parser.parse_args()
+    spec = get_dataset_spec(args.dataset)
+    args.frames = args.frames or spec.max_motion_len
+    args.nfeats = args.nfeats or spec.feat_dim
 
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="TF32 acceleration")  # printed by mkldnn.flags on CPU
