@@ -3,8 +3,9 @@
 Measures, in one run and interleaved round by round (so that load from other processes hits both
 alike): (a) the float32 matmul peak, best GFLOP/s of ``torch.mm`` on square 1024/2048 matrices,
 and (b) ``encode`` + ``decode`` of B x ``max_motion_len``-frame motions (B = 1 and 64; the spec's
-length and D, ``--dataset humanml3d`` by default) with the released architecture. FLOPs are counted from the architecture: 2 x MACs of every Conv1d (the quantiser's
-distance matmul is listed separately and left out of the ratio). Best time over rounds is kept.
+length and D, ``--dataset humanml3d`` by default) with the released architecture. FLOPs are
+counted from the architecture: 2 x MACs of every Conv1d (the quantiser's distance matmul is listed
+separately and left out of the ratio). Best time over rounds is kept.
 
     OMP_NUM_THREADS=2 .venv/bin/python scripts/bench_vqvae.py
     .venv/bin/python scripts/bench_vqvae.py --threads 2 --rounds 5 --batch-sizes 1 64
