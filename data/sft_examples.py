@@ -131,20 +131,31 @@ def render_motionagent_prompt(system: str, user: str) -> str:
     return f"{system}\n\n{user}\n\nResponse: {MOTION_START}"
 
 
-def substitute(template: str, values: Mapping[str, str], text_keys: Sequence[str] = ()) -> str:
-    """Replace placeholders: every non-text key first, then each text key, merging ``..`` to ``.``.
+def substitute(
+    template: str, values: Mapping[str, str], text_keys: Sequence[str] = (), *, text_first: bool = False
+) -> str:
+    """Replace placeholders, merging ``..`` to ``.`` after each text substitution.
 
-    The ``..`` -> ``.`` clean-up runs on the whole string after each text substitution (section 4.3),
-    so a caption ending in a period followed by a template's period yields one period.
+    Training (section 4.3 step 5) replaces the motion (non-text) keys first, then each text key;
+    evaluation prompts (section 3.3, ``text_first=True``) replace the text keys first. After each
+    text substitution the whole string gets one ``str.replace("..", ".")`` pass, as the reference
+    does, so a caption ending in a period followed by a template's period yields one period (and
+    ``"..."`` becomes ``".."``, not ``"."``).
     """
-    for key, val in values.items():
-        if key not in text_keys:
-            template = template.replace(key, val)
+
+    def motion_keys(s: str) -> str:
+        for key, val in values.items():
+            if key not in text_keys:
+                s = s.replace(key, val)
+        return s
+
+    if not text_first:
+        template = motion_keys(template)
     for key in text_keys:
         if key in values and key in template:
-            template = template.replace(key, values[key])
-            while ".." in template:
-                template = template.replace("..", ".")
+            template = template.replace(key, values[key]).replace("..", ".")
+    if text_first:
+        template = motion_keys(template)
     return template
 
 
@@ -167,7 +178,7 @@ def build_inference_prompt(
     system, user = TEST_TEMPLATES[test_task]
     if text_keys is None:
         text_keys = [k for k in values if not k.endswith("_Motion>")]
-    user = substitute(user, values, text_keys)
+    user = substitute(user, values, text_keys, text_first=True)
     _check_no_placeholder(user, f"test task {test_task}")
     if test_task == "t2m_motionagent":
         return render_motionagent_prompt(system, user)

@@ -35,6 +35,7 @@ from data.sft_examples import (
     build_example,
     build_inference_prompt,
     render_chat,
+    substitute,
     tokenize_example,
 )
 
@@ -491,3 +492,16 @@ def test_stage2_without_assess_refine_and_without_plan(tmp_path):
         build_example(
             ann, src, pools, AllAttemptsRng(0), BuildOptions(assess_refine=False, answer_block=True)
         )
+
+
+def test_substitute_order_and_period_merge():
+    # One str.replace("..", ".") pass per text substitution, as the reference: "..." -> "..".
+    assert substitute("Do <C>.", {"<C>": "a walk."}, ["<C>"]) == "Do a walk."
+    assert substitute("Do <C>.", {"<C>": "a walk.."}, ["<C>"]) == "Do a walk.."
+    # A caption that happens to contain a motion placeholder: training replaces motion keys first
+    # (the caption's copy survives), evaluation replaces text first (then both copies are filled).
+    values = {"<M>": "<Motion><Motion_3></Motion>", "<C>": "see <M>"}
+    assert substitute("<M> <C>", values, ["<C>"]) == "<Motion><Motion_3></Motion> see <M>"
+    assert substitute("<M> <C>", values, ["<C>"], text_first=True) == (
+        "<Motion><Motion_3></Motion> see <Motion><Motion_3></Motion>"
+    )
