@@ -150,11 +150,7 @@ def _is_complete(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
             "pass --force to rebuild it or choose another --out"
         )
     paths = DatasetPaths(out)
-    ids = (
-        [line.strip() for line in paths.split_file("all").read_text().split()]
-        if paths.split_file("all").is_file()
-        else []
-    )
+    ids = paths.split_file("all").read_text().split() if paths.split_file("all").is_file() else []
     missing = [i for i in ids if not paths.vec_file(i).is_file()]
     if len(ids) != params["num"] or missing or not paths.mean_file.is_file():
         logger.warning("%s: build marker present but files are missing; rebuilding", out)
@@ -188,7 +184,7 @@ def build_synthml(
 
     Args:
         out: output folder.
-        dataset: ``humanml3d`` (22 joints, 263-d, 20 fps, metres) or ``kit`` (21, 251, 12.5 fps, mm).
+        dataset: ``humanml3d`` or ``kit``; joints, feature size, fps and units come from its spec.
         num: number of motions (at least 20, so that every split is non-empty).
         seed: dataset seed; motion ``i`` uses ``default_rng([seed, i])``.
         workers: processes (``None``: all CPUs; 1: in-process).
