@@ -229,7 +229,7 @@ def load_goals(cfg: EngineConfig) -> list[_GoalRecord]:
         lines = read_captions(paths.text_file(mid))
         captions = tuple(line.caption for line in lines)
         windows = tuple((line.start, line.end) for line in lines)
-        attr_file = paths.attributes_dir / f"{mid}.json"
+        attr_file = paths.attributes_file(mid)
         if attr_file.is_file():
             program, subject, style_seed, stated = read_attributes(attr_file, len(lines))
             out.append(_GoalRecord(Goal(mid, captions, windows, program, stated), subject, style_seed))
