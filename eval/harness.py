@@ -564,8 +564,7 @@ class VQReconstruction:
         for j, c in enumerate(crops):
             x[j, : lens[j]] = c[: lens[j]]
         lt = torch.tensor(lens, dtype=torch.long)
-        dev = next(self.vq.parameters()).device
-        codes = self.vq.encode(torch.from_numpy(x).to(dev), lt)
+        codes = self.vq.encode(torch.from_numpy(x), lt)
         rec = self.vq.decode(codes, lt // fpc).float().cpu().numpy()
         return [rec[j, : lens[j]] for j in range(len(crops))]
 

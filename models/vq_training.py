@@ -217,7 +217,7 @@ def evaluate_reconstruction(
     max_len = max_len or spec.max_motion_len
     crops = [c.motion[: (min(len(c.motion), max_len) // fpc) * fpc] for c in clips]
     order = sorted(range(len(crops)), key=lambda i: len(crops[i]))
-    device = next(vq.parameters(), torch.empty(0)).device
+    device = next(vq.parameters(), torch.empty(0)).device  # parameter-free test doubles run on CPU
     mean_t, std_t = torch.from_numpy(mean).to(device), torch.from_numpy(std).to(device)
     counts = np.zeros(vq.nb_code, dtype=np.int64)
     err_sum, glob_sum, loss_sum, frames = 0.0, 0.0, 0.0, 0

@@ -355,7 +355,9 @@ class MotionVQVAE(nn.Module):
     def quantizer(self) -> QuantizeEMAReset:
         return self.vqvae.quantizer
 
-    def _device(self) -> torch.device:
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights (inputs to ``encode``/``decode`` are moved there)."""
         return self.vqvae.quantizer.codebook.device
 
     # ------------------------------------------------------------------ input checks
@@ -373,9 +375,9 @@ class MotionVQVAE(nn.Module):
         fpc = self.frames_per_code
         if t < fpc:
             raise ValueError(f"encode: motion has T={t} frames; at least {fpc} are needed for one code")
-        motion = motion.to(device=self._device(), dtype=torch.float32)
+        motion = motion.to(device=self.device, dtype=torch.float32)
         if lengths is not None:
-            lengths = torch.as_tensor(lengths, dtype=torch.long, device=self._device()).reshape(-1)
+            lengths = torch.as_tensor(lengths, dtype=torch.long, device=self.device).reshape(-1)
             if lengths.shape[0] != b:
                 raise ValueError(f"encode: lengths has {lengths.shape[0]} entries for a batch of {b}")
             bad = ((lengths < fpc) | (lengths > t)).nonzero().flatten().tolist()
@@ -411,9 +413,9 @@ class MotionVQVAE(nn.Module):
                 "decode: no codes to decode (N=0); a generation without codes must be handled by the "
                 "caller (the references substitute a single code and count it)"
             )
-        codes = codes.to(device=self._device(), dtype=torch.long)
+        codes = codes.to(device=self.device, dtype=torch.long)
         if lengths is not None:
-            lengths = torch.as_tensor(lengths, dtype=torch.long, device=self._device()).reshape(-1)
+            lengths = torch.as_tensor(lengths, dtype=torch.long, device=self.device).reshape(-1)
             if lengths.shape[0] != b:
                 raise ValueError(f"decode: lengths has {lengths.shape[0]} entries for a batch of {b}")
             bad = ((lengths < 1) | (lengths > n)).nonzero().flatten().tolist()
