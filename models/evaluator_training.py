@@ -344,11 +344,8 @@ def train_matching(
             opt_text.step()
             opt_motion.step()
             it += 1
-            run = {
-                "loss": run["loss"] + loss.item(),
-                "pos": run["pos"] + pos.item(),
-                "neg": run["neg"] + neg.item(),
-            }
+            for key, value in (("loss", loss), ("pos", pos), ("neg", neg)):
+                run[key] += value.item()
         train_rec = {f"train_{k}": v / len(batches) for k, v in run.items()}
         val = validate_matching(model, val_ds, cfg)
         improved = val["val_loss"] < best["val_loss"]
