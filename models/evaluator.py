@@ -41,6 +41,9 @@ CHECKPOINT_KEYS = ("text_encoder", "motion_encoder", "movement_encoder")
 CONTACT_DIMS = 4
 """Trailing foot-contact dims dropped before the movement encoder."""
 
+_RELEASED_FEAT_DIM = get_dataset_spec("humanml3d").feat_dim
+"""Feature dim D of the default (released HumanML3D) sizes; KIT-ML and others pass their own."""
+
 
 class EvaluatorLoadError(RuntimeError):
     """A checkpoint or meta file cannot be used as a Guo evaluator; the message names file and fix."""
@@ -82,7 +85,7 @@ class MovementConvDecoder(nn.Module):
     ``(B, N, input_size) -> (B, 4N, output_size)``; not part of ``finest.tar``.
     """
 
-    def __init__(self, input_size: int = 512, hidden_size: int = 512, output_size: int = 263):
+    def __init__(self, input_size: int = 512, hidden_size: int = 512, output_size: int = _RELEASED_FEAT_DIM):
         super().__init__()
         self.main = nn.Sequential(
             nn.ConvTranspose1d(input_size, hidden_size, 4, 2, 1),
@@ -159,7 +162,7 @@ class TextEncoderBiGRUCo(nn.Module):
 class EvaluatorDims:
     """Layer sizes of the three networks; defaults are the released ones (spec section 4.1)."""
 
-    dim_pose: int = 263
+    dim_pose: int = _RELEASED_FEAT_DIM
     """Feature dim D (the movement encoder sees D-4)."""
     dim_word: int = 300
     dim_pos_ohot: int = 15

@@ -52,7 +52,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from data.specs import DATASET_NAMES, get_dataset_spec
+
 logger = logging.getLogger(__name__)
+
+_RELEASED_NFEATS = get_dataset_spec("humanml3d").feat_dim
+"""Default feature dim D: the released T2M-GPT / Motion-Agent VQ-VAE is a HumanML3D model."""
 
 PAD_CODE = -1
 """Value ``encode(..., lengths=)`` writes after each sample's last valid code."""
@@ -336,7 +341,7 @@ class MotionVQVAE(nn.Module):
         recon = vq.decode(codes)           # (B, 4N, 263), VQ-normalised space
     """
 
-    def __init__(self, nfeats: int = 263, config: VQVAEConfig | None = None):
+    def __init__(self, nfeats: int = _RELEASED_NFEATS, config: VQVAEConfig | None = None):
         super().__init__()
         self.nfeats = int(nfeats)
         self.config = config or VQVAEConfig()
@@ -522,7 +527,7 @@ class MotionVQVAE(nn.Module):
     def from_checkpoint(
         cls,
         path: str | Path,
-        nfeats: int = 263,
+        nfeats: int = _RELEASED_NFEATS,
         config: VQVAEConfig | None = None,
         map_location: str | torch.device = "cpu",
     ) -> MotionVQVAE:
@@ -545,7 +550,9 @@ class MotionVQVAE(nn.Module):
             raise CheckpointError(
                 f"{path}: checkpoint is for nfeats={first.shape[1]} (vqvae.encoder.model.0.weight has "
                 f"shape {list(first.shape)}), but nfeats={nfeats} was expected; load it with the "
-                "dataset it was trained on (HumanML3D 263, KIT-ML 251)"
+                "dataset it was trained on ("
+                + ", ".join(f"{n} {get_dataset_spec(n).feat_dim}" for n in DATASET_NAMES)
+                + ")"
             )
         if config is None:
             config = infer_config(net, path)
