@@ -114,6 +114,8 @@ def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, mean: np.ndarray, std
     """Encode every id of ``cfg.splits`` into ``cfg.out_dir``; returns the written index.
 
     Ids are grouped into batches of equal crop length, so every crop is encoded exactly as alone.
+    Files are validated in a first pass; each group's features are then re-read when the group is
+    encoded, so memory holds one crop-length group at a time, not the whole dataset.
     """
     spec = get_dataset_spec(cfg.dataset)
     if vq.nfeats != spec.feat_dim:
@@ -137,7 +139,7 @@ def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, mean: np.ndarray, std
     entries: dict[str, dict] = {}
     empty: list[str] = []
     reused = 0
-    pending: dict[int, list[tuple[str, np.ndarray, list[int]]]] = {}  # crop length -> clips
+    pending: dict[int, list[tuple[str, int, list[int]]]] = {}  # crop length -> (id, frames, offsets)
     for motion_id in tqdm(ids, desc="load", disable=not cfg.progress, leave=False):
         tracker.seen += 1
         if not cfg.force and motion_id in old.get("entries", {}) and code_file(out, motion_id).is_file():
@@ -156,15 +158,19 @@ def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, mean: np.ndarray, std
             empty.append(motion_id)
             continue
         m = (feats.shape[0] // vq.frames_per_code) * vq.frames_per_code
-        pending.setdefault(m, []).append((motion_id, ((feats - mean) / std).astype(np.float32), offsets))
+        pending.setdefault(m, []).append((motion_id, int(feats.shape[0]), offsets))
     n_crops = sum(len(o) for group in pending.values() for _, _, o in group)
     bar = tqdm(total=n_crops, desc="encode", disable=not cfg.progress, leave=False)
     for m, group in sorted(pending.items()):
+        motions = [
+            ((load_features(paths.vec_file(motion_id), spec) - mean) / std).astype(np.float32)
+            for motion_id, _, _ in group
+        ]
         crops = [(i, o) for i, (_, _, offs) in enumerate(group) for o in offs]
         codes_by_clip: dict[int, list[np.ndarray]] = {}
         for start in range(0, len(crops), cfg.batch_size):
             chunk = crops[start : start + cfg.batch_size]
-            x = torch.from_numpy(np.stack([group[i][1][o : o + m] for i, o in chunk]))
+            x = torch.from_numpy(np.stack([motions[i][o : o + m] for i, o in chunk]))
             try:
                 codes = vq.encode(x).cpu().numpy()
             except ValueError as err:
@@ -174,10 +180,10 @@ def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, mean: np.ndarray, std
             for (i, _), row in zip(chunk, codes, strict=True):
                 codes_by_clip.setdefault(i, []).append(row)
             bar.update(len(chunk))
-        for i, (motion_id, motion, offsets) in enumerate(group):
+        for i, (motion_id, frames, offsets) in enumerate(group):
             write_code_file(code_file(out, motion_id), np.stack(codes_by_clip[i]))
             entries[motion_id] = {
-                "frames": int(motion.shape[0]),
+                "frames": frames,
                 "offsets": offsets,
                 "n_codes": m // vq.frames_per_code,
             }
