@@ -254,6 +254,21 @@ def load_mean_std(
     return check_mean_std(mean, std, spec, (str(mean_file), str(std_file)))
 
 
+def meta_files(meta_dir: str | Path) -> tuple[Path, Path]:
+    """``<meta_dir>/mean.npy`` and ``<meta_dir>/std.npy``: the normalisation folder a trained
+    VQ-VAE or evaluator keeps beside its checkpoint (the released ``meta/`` layout)."""
+    meta_dir = Path(meta_dir)
+    return meta_dir / "mean.npy", meta_dir / "std.npy"
+
+
+def save_meta(meta_dir: str | Path, mean: np.ndarray, std: np.ndarray) -> None:
+    """Write a ``(D,)`` mean/std pair as ``<meta_dir>/{mean,std}.npy`` (creates the folder)."""
+    mean_file, std_file = meta_files(meta_dir)
+    mean_file.parent.mkdir(parents=True, exist_ok=True)
+    np.save(mean_file, mean)
+    np.save(std_file, std)
+
+
 @dataclass
 class SkipTracker:
     """Counts skipped samples under ``on_error='skip'``; raises above ``max_skip_fraction``.

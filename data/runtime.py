@@ -121,3 +121,11 @@ def resolve_device(name: str, local_rank: int | None = None):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but CUDA is not available; use device=cpu or auto")
     return device
+
+
+def set_torch_threads(num_threads: int) -> None:
+    """``torch.set_num_threads(num_threads)`` for a config's ``num_threads``; 0 keeps torch's default."""
+    if num_threads > 0:
+        import torch
+
+        torch.set_num_threads(num_threads)

@@ -20,7 +20,7 @@ import os
 import torch
 
 from data.config import config_to_dict, parse_cli
-from data.runtime import dist_env, prepare_run_dir, resolve_device, set_seed, setup_logging
+from data.runtime import dist_env, prepare_run_dir, resolve_device, set_seed, set_torch_threads, setup_logging
 from eval.harness import EvalConfig, harness_from_config, vq_method_from_config, write_report
 
 logger = logging.getLogger("eval.evaluate")
@@ -31,8 +31,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     setup_logging()
     rank, world, local_rank = dist_env()
     device = resolve_device(cfg.device, local_rank)
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    set_torch_threads(cfg.num_threads)
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":

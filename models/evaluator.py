@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from data.layout import load_mean_std
+from data.layout import load_mean_std, meta_files
 from data.specs import DatasetSpec, get_dataset_spec
 
 logger = logging.getLogger(__name__)
@@ -468,8 +468,7 @@ class FeatureNorm:
     @classmethod
     def load_meta(cls, meta_dir: str | Path, dataset: str | DatasetSpec) -> FeatureNorm:
         """Load ``<meta_dir>/mean.npy`` and ``<meta_dir>/std.npy`` (evaluator or VQ meta folder)."""
-        meta_dir = Path(meta_dir)
-        return cls.load(meta_dir / "mean.npy", meta_dir / "std.npy", dataset)
+        return cls.load(*meta_files(meta_dir), dataset)
 
     @classmethod
     def identity(cls, dim: int) -> FeatureNorm:

@@ -45,6 +45,7 @@ from data.datasets import (
     eval_collate,
     replication_batches,
 )
+from data.layout import save_meta
 from data.runtime import MetricsLogger, is_main_process
 from data.specs import DatasetSpec
 from data.vq_data import Clip, MotionWindows
@@ -389,9 +390,7 @@ def train_evaluator(
     ev_mean, ev_std = evaluator_meta(mean, std, spec, cfg.feat_bias)
     meta_dir = out / "meta"
     if is_main_process():
-        meta_dir.mkdir(parents=True, exist_ok=True)
-        np.save(meta_dir / "mean.npy", ev_mean)
-        np.save(meta_dir / "std.npy", ev_std)
+        save_meta(meta_dir, ev_mean, ev_std)
     metrics = MetricsLogger(out / "metrics.jsonl")
     text, motion, movement = build_networks(cfg.model.dims(spec))
     decoder = MovementConvDecoder(

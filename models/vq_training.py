@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.config import config_to_dict
+from data.layout import save_meta
 from data.runtime import MetricsLogger, is_main_process, resolve_device
 from data.specs import DatasetSpec
 from data.vq_data import Clip, MotionWindows
@@ -415,9 +416,7 @@ class VQTrainer:
         """Train to ``total_steps`` (or ``max_steps`` more); returns this invocation's per-step losses."""
         cfg = self.cfg
         if is_main_process():
-            (self.out / "meta").mkdir(parents=True, exist_ok=True)
-            np.save(self.out / "meta" / "mean.npy", self.mean)
-            np.save(self.out / "meta" / "std.npy", self.std)
+            save_meta(self.out / "meta", self.mean, self.std)
         resume = self.out / RESUME_FILE
         if cfg.resume and resume.is_file():
             self.load_resume(resume)

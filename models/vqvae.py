@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from data.layout import meta_files
 from data.specs import DATASET_NAMES, get_dataset_spec
 
 logger = logging.getLogger(__name__)
@@ -590,8 +591,8 @@ def vq_norm_files(checkpoint: str | Path, mean_file: str = "", std_file: str = "
 
     ``prepare.train_vq`` writes that ``meta`` folder next to its checkpoints.
     """
-    meta = Path(checkpoint).parent / "meta"
-    return mean_file or str(meta / "mean.npy"), std_file or str(meta / "std.npy")
+    default_mean, default_std = meta_files(Path(checkpoint).parent / "meta")
+    return mean_file or str(default_mean), std_file or str(default_std)
 
 
 def load_net_state(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:

@@ -16,11 +16,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import torch
-
 from data.config import parse_cli
 from data.layout import load_mean_std
-from data.runtime import resolve_device, setup_logging
+from data.runtime import resolve_device, set_torch_threads, setup_logging
 from data.specs import get_dataset_spec
 from models.vq_tokenize import TokenizeConfig, tokenize_dataset
 from models.vqvae import MotionVQVAE, vq_norm_files
@@ -31,8 +29,7 @@ logger = logging.getLogger("prepare.tokenize_motions")
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_cli(TokenizeConfig, argv, description=__doc__)
     setup_logging()
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    set_torch_threads(cfg.num_threads)
     spec = get_dataset_spec(cfg.dataset)
     mean_file, std_file = vq_norm_files(cfg.vq_checkpoint, cfg.mean_file, cfg.std_file)
     cfg = dataclasses.replace(cfg, mean_file=mean_file, std_file=std_file)

@@ -21,10 +21,8 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
 from data.config import config_to_dict, parse_cli
-from data.runtime import prepare_run_dir, set_seed, setup_logging
+from data.runtime import prepare_run_dir, set_seed, set_torch_threads, setup_logging
 from data.specs import get_dataset_spec
 from data.vq_data import resolve_mean_std
 from data.word_vectorizer import WordVectorizer
@@ -37,8 +35,7 @@ logger = logging.getLogger("prepare.train_evaluator")
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_cli(EvaluatorTrainConfig, argv, description=__doc__)
     setup_logging()
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    set_torch_threads(cfg.num_threads)
     out = Path(cfg.output_dir)
     done = out / "train_result.json"
     if not cfg.force and done.is_file() and (out / "finest.tar").is_file():

@@ -16,11 +16,9 @@ from __future__ import annotations
 import json
 import logging
 
-import torch
-
 from data.config import config_to_dict, parse_cli
 from data.layout import SkipTracker
-from data.runtime import is_main_process, prepare_run_dir, set_seed, setup_logging
+from data.runtime import is_main_process, prepare_run_dir, set_seed, set_torch_threads, setup_logging
 from data.specs import get_dataset_spec
 from data.vq_data import MotionWindows, load_clips, resolve_mean_std
 from models.vq_training import VQTrainConfig, VQTrainer
@@ -31,8 +29,7 @@ logger = logging.getLogger("prepare.train_vq")
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_cli(VQTrainConfig, argv, description=__doc__)
     setup_logging()
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    set_torch_threads(cfg.num_threads)
     seed = set_seed(cfg.seed)
     out = prepare_run_dir(cfg.output_dir, config_to_dict(cfg), seed)
     spec = get_dataset_spec(cfg.dataset)
