@@ -105,7 +105,7 @@ def resolve_norm_files(
 def _checked_pair(
     mean: np.ndarray, std: np.ndarray, names: tuple[str, str], spec: DatasetSpec | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Float32 ``(D,)`` copies of a pair: same shape (``(spec.feat_dim,)`` when given), finite, std > 0.
+    """The pair as float32 ``(D,)`` arrays, checked: same shape (``(spec.feat_dim,)`` when given), finite, std > 0.
 
     Errors are ``DatasetFileError`` and start with ``names`` (the files, when loaded from disk).
     """
