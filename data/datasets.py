@@ -37,11 +37,11 @@ from data.layout import (
     DatasetFileError,
     DatasetPaths,
     SkipTracker,
-    check_mean_std,
     load_features,
     read_captions,
     read_split,
 )
+from data.normalization import FeatureNorm
 from data.runtime import is_main_process
 from data.specs import DatasetSpec, get_dataset_spec
 from data.word_vectorizer import WordVectorizer, pad_caption_tokens, vectorize_tokens
@@ -397,7 +397,8 @@ class MotionTextDataset(Dataset):
         self.spec = index.spec
         if (mean is None) != (std is None):
             raise ValueError("pass both mean and std, or neither")
-        self.mean, self.std = (None, None) if mean is None else check_mean_std(mean, std, self.spec)
+        self.norm = None if mean is None else FeatureNorm.from_arrays(mean, std, self.spec)
+        self.mean, self.std = (None, None) if self.norm is None else (self.norm.mean, self.norm.std)
         self.seed = seed
         self.epoch = 0
 
@@ -410,9 +411,9 @@ class MotionTextDataset(Dataset):
 
     def normalise(self, motion: np.ndarray) -> np.ndarray:
         """``(x - mean) / std`` (identity without mean/std); returns a new float32 array."""
-        if self.mean is None:
+        if self.norm is None:
             return np.array(motion, dtype=np.float32)
-        return ((motion - self.mean) / self.std).astype(np.float32)
+        return self.norm.normalise(motion)
 
     def get_item(self, i: int, epoch: int | None = None) -> dict[str, Any]:
         epoch = self.epoch if epoch is None else epoch
@@ -510,7 +511,8 @@ class EvalMotionTextDataset(Dataset):
         self.index = index
         self.spec = index.spec
         self.vectorizer = vectorizer
-        self.mean, self.std = check_mean_std(mean, std, self.spec)
+        self.norm = FeatureNorm.from_arrays(mean, std, self.spec)
+        self.mean, self.std = self.norm.mean, self.norm.std
         self.seed = int(seed)
         self.replication = 0
 
@@ -548,7 +550,7 @@ class EvalMotionTextDataset(Dataset):
         """
         motion = np.asarray(motion, dtype=np.float32)[: self.spec.max_motion_len]
         out = np.zeros((self.spec.max_motion_len, self.spec.feat_dim), dtype=np.float32)
-        out[: len(motion)] = (motion - self.mean) / self.std
+        out[: len(motion)] = self.norm.normalise(motion)
         return out
 
     def get_item(self, i: int, replication: int | None = None) -> EvalItem:

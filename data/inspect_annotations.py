@@ -92,24 +92,18 @@ def _make_code_source(args: argparse.Namespace, resolver: MotionResolver) -> Cod
 
     if args.codes_dir:
         return CodesDirSource(args.codes_dir, resolver)
+    from data.normalization import FeatureNorm
     from data.specs import get_dataset_spec
-    from data.vq_data import resolve_mean_std
-    from models.vqvae import MotionVQVAE, vq_norm_files
+    from models.vqvae import MotionVQVAE
 
     spec = get_dataset_spec(args.dataset)
     vq = MotionVQVAE.from_checkpoint(args.vq_checkpoint, nfeats=spec.feat_dim)
     # as prepare/tokenize_motions.py: the checkpoint's meta/ folder; unlike it, a missing meta
     # file falls back (logged) to the dataset's Mean/Std, since inspection is only a preview
-    mean_file, std_file = vq_norm_files(args.vq_checkpoint, args.vq_mean, args.vq_std)
-    mean_file = mean_file if args.vq_mean or Path(mean_file).is_file() else ""
-    std_file = std_file if args.vq_std or Path(std_file).is_file() else ""
-    if not mean_file:
-        logger.warning(
-            "no VQ mean file next to %s: normalising with the dataset root's Mean.npy/Std.npy",
-            args.vq_checkpoint,
-        )
-    mean, std = resolve_mean_std(args.dataset_root, spec, mean_file, std_file)
-    return VQCodeSource(resolver, vq, mean, std)
+    norm = FeatureNorm.resolve(
+        spec, args.vq_mean, args.vq_std, checkpoint=args.vq_checkpoint, dataset_root=args.dataset_root
+    )
+    return VQCodeSource(resolver, vq, norm)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@
 <root>/new_joints/<id>.npy       float32 (T, J, 3)
 <root>/texts/<id>.txt            caption#word/POS ...#from#to   (one per line)
 <root>/{train,val,test,train_val,all}.txt
-<root>/Mean.npy, <root>/Std.npy  float32 (D,)
+<root>/Mean.npy, <root>/Std.npy  float32 (D,)   (read through ``data.normalization``)
 ```
 
 Every reader validates what it returns and raises ``DatasetFileError`` naming the file (and line
@@ -216,57 +216,6 @@ def load_joints(path: str | Path, spec: DatasetSpec | str) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise DatasetFileError(f"{path}: contains NaN or inf")
     return arr.astype(np.float32, copy=False)
-
-
-def check_mean_std(
-    mean: np.ndarray, std: np.ndarray, spec: DatasetSpec | str, names: tuple[str, str] = ("mean", "std")
-) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a normalisation pair: ``(D,)`` each, finite, std strictly positive.
-
-    Args:
-        names: how messages name the two arrays (their files, when loaded from disk).
-
-    Returns:
-        ``(mean, std)`` as float32 ``(D,)`` arrays.
-    """
-    spec = get_dataset_spec(spec)
-    out = []
-    for arr, name in zip((mean, std), names, strict=True):
-        arr = np.asarray(arr, dtype=np.float32)
-        if arr.shape != (spec.feat_dim,):
-            raise DatasetFileError(
-                f"{name}: shape {arr.shape}, expected ({spec.feat_dim},) for {spec.name!r}"
-            )
-        if not np.isfinite(arr).all():
-            raise DatasetFileError(f"{name}: contains NaN or inf")
-        out.append(arr)
-    if (out[1] <= 0).any():
-        raise DatasetFileError(f"{names[1]}: {int((out[1] <= 0).sum())} non-positive std entries")
-    return out[0], out[1]
-
-
-def load_mean_std(
-    mean_file: str | Path, std_file: str | Path, spec: DatasetSpec | str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Load a ``(D,)`` mean/std pair and validate it with ``check_mean_std``."""
-    mean = load_npy(mean_file, "normalisation file")
-    std = load_npy(std_file, "normalisation file")
-    return check_mean_std(mean, std, spec, (str(mean_file), str(std_file)))
-
-
-def meta_files(meta_dir: str | Path) -> tuple[Path, Path]:
-    """``<meta_dir>/mean.npy`` and ``<meta_dir>/std.npy``: the normalisation folder a trained
-    VQ-VAE or evaluator keeps beside its checkpoint (the released ``meta/`` layout)."""
-    meta_dir = Path(meta_dir)
-    return meta_dir / "mean.npy", meta_dir / "std.npy"
-
-
-def save_meta(meta_dir: str | Path, mean: np.ndarray, std: np.ndarray) -> None:
-    """Write a ``(D,)`` mean/std pair as ``<meta_dir>/{mean,std}.npy`` (creates the folder)."""
-    mean_file, std_file = meta_files(meta_dir)
-    mean_file.parent.mkdir(parents=True, exist_ok=True)
-    np.save(mean_file, mean)
-    np.save(std_file, std)
 
 
 @dataclass

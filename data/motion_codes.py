@@ -28,6 +28,7 @@ import numpy as np
 from data.annotations import MotionMissingError, MotionRef, MotionResolver
 from data.layout import DatasetFileError
 from data.motion_tokens import DEFAULT_NB_CODE
+from data.normalization import FeatureNorm
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ class VQCodeSource:
     resolver: MotionResolver
     vq: object
     """A ``models.vqvae.MotionVQVAE`` (anything with ``encode`` and ``frames_per_code``)."""
-    mean: np.ndarray
-    std: np.ndarray
+    norm: FeatureNorm
+    """The VQ's normalisation (``FeatureNorm.resolve(..., checkpoint=...)``)."""
     rng: random.Random | None = None
     """When given, draw the 0-3 frame crop offset per call (no caching), as the reference does."""
     _cache: dict[tuple[str, tuple[int, int] | None], list[int]] = field(default_factory=dict, repr=False)
@@ -58,7 +59,7 @@ class VQCodeSource:
             codes: list[int] = []
         else:
             off = self.rng.randint(0, len(feats) - m) if self.rng is not None else 0
-            x = ((feats[off : off + m] - self.mean) / self.std).astype(np.float32)
+            x = self.norm.normalise(feats[off : off + m])
             codes = encode_crops(self.vq, x, [0])[0].tolist()
         if self.rng is None:
             self._cache[key] = codes

@@ -1,7 +1,8 @@
 """Motion clips for the VQ-VAE: loading, normalisation and seeded random training windows.
 
 Reads the HumanML3D layout through ``data.layout`` (train split, ``new_joint_vecs``) and works in
-the VQ's own normalised space ``(x - mean) / std`` (spec ``motion-vq-evaluation.md`` §2, item 3).
+the VQ's own normalised space ``(x - mean) / std`` (a ``data.normalization.FeatureNorm``; spec
+``motion-vq-evaluation.md`` §2, item 3).
 
 Training batches are a pure function of ``(seed, step)``: step ``s`` belongs to epoch
 ``s // batches_per_epoch``, whose clip order is a permutation drawn from
@@ -25,10 +26,10 @@ from data.layout import (
     DatasetPaths,
     SkipTracker,
     load_features,
-    load_mean_std,
     load_npy,
     read_split,
 )
+from data.normalization import FeatureNorm
 from data.specs import DatasetSpec, get_dataset_spec
 
 logger = logging.getLogger(__name__)
@@ -43,27 +44,18 @@ class Clip:
     """(T, D) float32, normalised."""
 
 
-def resolve_mean_std(
-    dataset_root: str | Path, spec: DatasetSpec | str, mean_file: str = "", std_file: str = ""
-) -> tuple[np.ndarray, np.ndarray]:
-    """Load the VQ normalisation pair; empty paths mean the dataset's ``Mean.npy``/``Std.npy``."""
-    paths = DatasetPaths(dataset_root)
-    return load_mean_std(mean_file or paths.mean_file, std_file or paths.std_file, spec)
-
-
 def load_clips(
     dataset_root: str | Path,
     split: str,
     spec: DatasetSpec | str,
-    mean: np.ndarray,
-    std: np.ndarray,
+    norm: FeatureNorm,
     *,
     min_len: int = 1,
     max_motions: int = 0,
     tracker: SkipTracker | None = None,
     progress: bool = True,
 ) -> list[Clip]:
-    """Load and normalise every clip of ``split`` with at least ``min_len`` frames.
+    """Load every clip of ``split`` with at least ``min_len`` frames, normalised with ``norm``.
 
     Unreadable or malformed files go through ``tracker`` (raise by default, or counted skips);
     clips shorter than ``min_len`` are a documented filter (the reference VQ loader drops clips
@@ -92,7 +84,7 @@ def load_clips(
         if feats.shape[0] < min_len:
             too_short += 1
             continue
-        clips.append(Clip(motion_id, ((feats - mean) / std).astype(np.float32)))
+        clips.append(Clip(motion_id, norm.normalise(feats)))
     tracker.finish()
     logger.info(
         "%s/%s: %d clips kept, %d shorter than %d frames left out, %d unreadable skipped",

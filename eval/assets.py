@@ -55,7 +55,8 @@ def verify_glove(glove_dir: str | Path, prefix: str = "our_vab") -> str:
 
 def verify_evaluator_tree(checkpoints_dir: str | Path, dataset: str | DatasetSpec) -> str:
     """Strictly load ``finest.tar`` and check both meta folders hold ``(D,)`` mean/std files."""
-    from models.evaluator import EvaluatorLoadError, FeatureNorm, load_guo_evaluator
+    from data.normalization import FeatureNorm
+    from models.evaluator import EvaluatorLoadError, load_guo_evaluator
 
     spec = get_dataset_spec(dataset)
     paths = released_evaluator_paths(checkpoints_dir, spec)

@@ -55,6 +55,7 @@ import torch
 from tqdm import tqdm
 
 from data.datasets import EvalMotionTextDataset, eval_collate, replication_batches
+from data.normalization import EvalSpaceMap, FeatureNorm, check_eval_space
 from data.word_vectorizer import encode_caption
 from eval.metrics import (
     activation_statistics,
@@ -65,7 +66,7 @@ from eval.metrics import (
     multimodality,
     text_motion_scores_batched,
 )
-from models.evaluator import EvalSpaceMap, FeatureNorm, GuoEvaluator, check_eval_space
+from models.evaluator import GuoEvaluator
 from models.vqvae import MotionVQVAE
 
 logger = logging.getLogger(__name__)

@@ -24,12 +24,13 @@ import numpy as np
 import torch
 
 from data.config import parse_cli
-from data.layout import DatasetPaths, load_features, load_mean_std, read_split
+from data.layout import DatasetPaths, load_features, read_split
+from data.normalization import FeatureNorm
 from data.runtime import setup_logging
 from data.specs import get_dataset_spec
 from data.vq_data import Clip
 from models.vq_training import evaluate_reconstruction
-from models.vqvae import MotionVQVAE, vq_norm_files
+from models.vqvae import MotionVQVAE
 
 logger = logging.getLogger("eval.vq_reconstruct")
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parse_cli(ReconstructConfig, argv, description=__doc__)
     setup_logging()
     spec = get_dataset_spec(cfg.dataset)
-    mean, std = load_mean_std(*vq_norm_files(cfg.checkpoint, cfg.mean_file, cfg.std_file), spec)
+    norm = FeatureNorm.resolve(spec, cfg.mean_file, cfg.std_file, checkpoint=cfg.checkpoint)
     vq = MotionVQVAE.from_checkpoint(cfg.checkpoint, nfeats=spec.feat_dim)
     ids = list(cfg.ids) or read_split(cfg.dataset_root, cfg.split)[: cfg.num]
     paths = DatasetPaths(cfg.dataset_root)
@@ -73,15 +74,13 @@ def main(argv: list[str] | None = None) -> dict:
     for motion_id in ids:
         feats = load_features(paths.vec_file(motion_id), spec)
         feats = feats[: (min(len(feats), spec.max_motion_len) // fpc) * fpc]
-        x = (feats - mean) / std
+        x = norm.normalise(feats)
         codes = vq.encode(torch.from_numpy(x)[None])
-        recon = vq.decode(codes)[0].cpu().numpy() * std + mean
+        recon = norm.denormalise(vq.decode(codes)[0].cpu().numpy())
         np.save(out / f"{motion_id}_gt.npy", feats.astype(np.float32))
         np.save(out / f"{motion_id}_recon.npy", recon.astype(np.float32))
         np.save(out / f"{motion_id}_codes.npy", codes.cpu().numpy())
-        res = evaluate_reconstruction(
-            vq, [Clip(motion_id, x.astype(np.float32))], spec=spec, mean=mean, std=std
-        )
+        res = evaluate_reconstruction(vq, [Clip(motion_id, x)], spec=spec, norm=norm)
         results[motion_id] = {k: res[k] for k in ("mpjpe_mm", "mpjpe_global_mm", "n_frames", "codes_used")}
         logger.info("%s: %d frames, MPJPE %.1f mm (global %.1f mm)", motion_id, len(feats), res["mpjpe_mm"],
                     res["mpjpe_global_mm"])  # fmt: skip

@@ -11,10 +11,9 @@ whose ``embed_text`` / ``embed_motion`` follow ``spec/api-contract.md``: any len
 rows in input order out, no grad. Hidden sizes are read from the checkpoint, so our own smaller
 evaluators (tiny configs) load through the same function; the released sizes are the defaults.
 
-Normalisation (spec section 2) also lives here: ``FeatureNorm`` is one mean/std pair,
-``EvalSpaceMap`` maps features from a generator's space into the evaluator's space
-(``x_eval = ((x_src * std_src + mean_src) - mean_eval) / std_eval``), and
-``check_eval_space`` catches batches that are obviously not in the evaluator's space.
+Inputs must be normalised with the evaluator's ``meta/{mean,std}.npy``: ``data.normalization``
+loads that pair (``FeatureNorm.load_meta``), maps a generator's space into it (``EvalSpaceMap``)
+and catches batches that are obviously not in it (``check_eval_space``).
 """
 
 from __future__ import annotations
@@ -25,13 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from data.layout import load_mean_std, meta_files
-from data.specs import DatasetSpec, get_dataset_spec
+from data.specs import DATASET_NAMES, DatasetSpec, get_dataset_spec
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +44,6 @@ _RELEASED_FEAT_DIM = get_dataset_spec("humanml3d").feat_dim
 
 class EvaluatorLoadError(RuntimeError):
     """A checkpoint or meta file cannot be used as a Guo evaluator; the message names file and fix."""
-
-
-class NormalisationError(ValueError):
-    """Motions handed to the evaluator are visibly not in the evaluator's normalised space."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -360,8 +353,6 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
 
 
 def _dataset_hint(dim_pose: int, spec: DatasetSpec) -> str:
-    from data.specs import DATASET_NAMES
-
     for name in DATASET_NAMES:
         other = get_dataset_spec(name)
         if other.feat_dim == dim_pose and other.name != spec.name:
@@ -435,130 +426,3 @@ def save_guo_checkpoint(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
-
-
-# ----------------------------------------------------------------------------------------------
-# Normalisation (spec section 2)
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FeatureNorm:
-    """One ``(D,)`` mean/std pair: ``normalise(x) = (x - mean) / std``."""
-
-    mean: np.ndarray
-    std: np.ndarray
-    source: str = ""
-    """Where the pair came from (for logs and error messages)."""
-
-    def normalise(self, x: np.ndarray) -> np.ndarray:
-        """Raw ``(..., D)`` -> normalised."""
-        return ((x - self.mean) / self.std).astype(np.float32)
-
-    def denormalise(self, x: np.ndarray) -> np.ndarray:
-        """Normalised ``(..., D)`` -> raw."""
-        return (x * self.std + self.mean).astype(np.float32)
-
-    @classmethod
-    def load(cls, mean_file: str | Path, std_file: str | Path, dataset: str | DatasetSpec) -> FeatureNorm:
-        """Load and validate a pair of ``(D,)`` files (shape, finite, std > 0)."""
-        mean, std = load_mean_std(mean_file, std_file, dataset)
-        return cls(mean=mean, std=std, source=str(Path(mean_file).parent))
-
-    @classmethod
-    def load_meta(cls, meta_dir: str | Path, dataset: str | DatasetSpec) -> FeatureNorm:
-        """Load ``<meta_dir>/mean.npy`` and ``<meta_dir>/std.npy`` (evaluator or VQ meta folder)."""
-        return cls.load(*meta_files(meta_dir), dataset)
-
-    @classmethod
-    def identity(cls, dim: int) -> FeatureNorm:
-        """Raw features (mean 0, std 1)."""
-        return cls(mean=np.zeros(dim, np.float32), std=np.ones(dim, np.float32), source="raw")
-
-
-class EvalSpaceMap:
-    """``x_eval = ((x_src * std_src + mean_src) - mean_eval) / std_eval`` (spec section 2).
-
-    Logs ``max|Δmean|`` and ``max|Δstd|`` between the two pairs once; with the standard released
-    files the map is the identity (and is then skipped exactly).
-    """
-
-    def __init__(self, source: FeatureNorm, target: FeatureNorm):
-        if source.mean.shape != target.mean.shape:
-            raise ValueError(
-                f"normalisation dims differ: {source.source} has {source.mean.shape}, evaluator "
-                f"{target.source} has {target.mean.shape}"
-            )
-        self.source, self.target = source, target
-        self.max_abs_dmean = float(np.abs(source.mean - target.mean).max())
-        self.max_abs_dstd = float(np.abs(source.std - target.std).max())
-        self.identity = self.max_abs_dmean == 0.0 and self.max_abs_dstd == 0.0
-        logger.info(
-            "normalisation %s -> evaluator %s: max|dmean|=%.3g max|dstd|=%.3g%s",
-            source.source, target.source, self.max_abs_dmean, self.max_abs_dstd,
-            " (identity)" if self.identity else "",
-        )  # fmt: skip
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """``(..., D)`` features in the source space -> evaluator space (float32)."""
-        if self.identity:
-            return np.asarray(x, dtype=np.float32)
-        return self.target.normalise(self.source.denormalise(np.asarray(x, dtype=np.float32)))
-
-
-@dataclass(frozen=True)
-class SpaceStats:
-    """Summary of a batch in the evaluator's space (what ``check_eval_space`` tests)."""
-
-    median_abs_mean: float
-    """Median over feature dims of ``|mean over valid frames|``; ~0 for correctly normalised data."""
-    median_std: float
-    """Median over feature dims of the std over valid frames; ~1 for correctly normalised data."""
-    frames: int
-
-
-def eval_space_stats(motions: np.ndarray, lengths: np.ndarray) -> SpaceStats:
-    """Per-dim statistics over the valid frames of a padded ``(B, T, D)`` batch.
-
-    Medians over dims are used because the feat_bias dims (root and contacts) legitimately have
-    std ~5-25 after the evaluator's normalisation.
-    """
-    mask = np.arange(motions.shape[1])[None, :] < np.asarray(lengths)[:, None]
-    frames = motions[mask].astype(np.float64)
-    return SpaceStats(
-        median_abs_mean=float(np.median(np.abs(frames.mean(0)))),
-        median_std=float(np.median(frames.std(0))),
-        frames=int(frames.shape[0]),
-    )
-
-
-def check_eval_space(
-    motions: np.ndarray,
-    lengths: np.ndarray,
-    what: str,
-    max_abs_mean: float = 1.0,
-    std_range: tuple[float, float] = (0.4, 2.5),
-    strict: bool = True,
-) -> SpaceStats:
-    """Raise (or warn with ``strict=False``) when a batch is visibly not in the evaluator's space.
-
-    Ground truth normalised with the evaluator's meta has median |per-dim mean| well under 1 and
-    median per-dim std near 1 (0.5-1.5 on HumanML3D-style data, whose Std.npy averages the std
-    inside each feature block). Raw features (median std ~0.1-0.3: velocities ~0.02, positions
-    ~0.1, rotations ~0.3) or doubly normalised ones (std and |mean| ~3-10) fall outside the bounds;
-    ``tests/test_evaluator.py`` checks both cases. A per-dim mix-up (dataset Std vs evaluator meta,
-    which differ in the 8 feat_bias dims only) is not visible here: ``EvalSpaceMap`` logs it.
-    """
-    stats = eval_space_stats(motions, lengths)
-    lo, hi = std_range
-    if stats.frames >= 32 and not (stats.median_abs_mean <= max_abs_mean and lo <= stats.median_std <= hi):
-        msg = (
-            f"{what}: motions do not look normalised with the evaluator's mean/std (median |mean| over "
-            f"dims {stats.median_abs_mean:.3g}, expected <= {max_abs_mean}; median std {stats.median_std:.3g}, "
-            f"expected in [{lo}, {hi}]). Declare the space the motions are in (raw, VQ meta or evaluator "
-            "meta) so they are mapped with x_eval = ((x*std_src+mean_src)-mean_eval)/std_eval"
-        )
-        if strict:
-            raise NormalisationError(msg)
-        logger.warning(msg)
-    return stats

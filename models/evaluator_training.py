@@ -45,7 +45,7 @@ from data.datasets import (
     eval_collate,
     replication_batches,
 )
-from data.layout import save_meta
+from data.normalization import META_DIR, FeatureNorm
 from data.runtime import MetricsLogger, is_main_process
 from data.specs import DatasetSpec
 from data.vq_data import Clip, MotionWindows
@@ -229,11 +229,11 @@ def train_movement_autoencoder(
     return last
 
 
-def windows_from_index(index: ClipIndex, mean: np.ndarray, std: np.ndarray, window: int, batch_size: int,
+def windows_from_index(index: ClipIndex, norm: FeatureNorm, window: int, batch_size: int,
                        seed: int) -> MotionWindows:  # fmt: skip
-    """Seeded random windows over every entry of ``index`` long enough, normalised with ``mean/std``."""
+    """Seeded random windows over every entry of ``index`` long enough, normalised with ``norm``."""
     clips = [
-        Clip(motion_id=e.name, motion=((index.motion(i) - mean) / std).astype(np.float32))
+        Clip(motion_id=e.name, motion=norm.normalise(index.motion(i)))
         for i, e in enumerate(index.entries)
         if e.length >= window
     ]
@@ -378,19 +378,21 @@ def train_evaluator(
     train_index: ClipIndex,
     val_index: ClipIndex,
     vectorizer: WordVectorizer,
-    mean: np.ndarray,
-    std: np.ndarray,
+    dataset_norm: FeatureNorm,
     out: Path,
 ) -> dict[str, object]:
     """Run both steps and write ``meta/{mean,std}.npy``, ``movement_ae.pt``, ``finest.tar``, ``metrics.jsonl``.
 
-    ``mean``/``std`` are the DATASET statistics; the evaluator meta is derived with ``evaluator_meta``.
+    ``dataset_norm`` is the DATASET pair; the evaluator meta is derived from it with ``evaluator_meta``.
     Returns a summary (best validation record, timings, paths).
     """
-    ev_mean, ev_std = evaluator_meta(mean, std, spec, cfg.feat_bias)
-    meta_dir = out / "meta"
+    meta_dir = out / META_DIR
+    ev_norm = FeatureNorm(
+        *evaluator_meta(dataset_norm.mean, dataset_norm.std, spec, cfg.feat_bias), source=str(meta_dir)
+    )
+    ev_mean, ev_std = ev_norm.mean, ev_norm.std
     if is_main_process():
-        save_meta(meta_dir, ev_mean, ev_std)
+        ev_norm.save(meta_dir)
     metrics = MetricsLogger(out / "metrics.jsonl")
     text, motion, movement = build_networks(cfg.model.dims(spec))
     decoder = MovementConvDecoder(
@@ -398,9 +400,7 @@ def train_evaluator(
     )
 
     t0 = time.time()
-    windows = windows_from_index(
-        train_index, ev_mean, ev_std, cfg.movement.window, cfg.movement.batch_size, cfg.seed
-    )
+    windows = windows_from_index(train_index, ev_norm, cfg.movement.window, cfg.movement.batch_size, cfg.seed)
     ae = train_movement_autoencoder(windows, movement, decoder, cfg.movement, metrics, cfg.progress)
     t_ae = time.time() - t0
     if is_main_process():

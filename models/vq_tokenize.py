@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from data.layout import DatasetFileError, DatasetPaths, SkipTracker, load_features, read_split
+from data.normalization import FeatureNorm
 from data.specs import get_dataset_spec
 from data.vq_data import CODES_INDEX, code_file, write_code_file
 from models.vqvae import MotionVQVAE
@@ -110,8 +111,9 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, mean: np.ndarray, std: np.ndarray) -> dict:
-    """Encode every id of ``cfg.splits`` into ``cfg.out_dir``; returns the written index.
+def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, norm: FeatureNorm) -> dict:
+    """Encode every id of ``cfg.splits`` into ``cfg.out_dir`` (normalised with ``norm``, the VQ's
+    pair, whose files ``cfg.mean_file``/``cfg.std_file`` name in the index); returns the written index.
 
     Ids are grouped into batches of equal crop length, so every crop is encoded exactly as alone.
     Files are validated in a first pass; each group's features are then re-read when the group is
@@ -163,8 +165,7 @@ def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, mean: np.ndarray, std
     bar = tqdm(total=n_crops, desc="encode", disable=not cfg.progress, leave=False)
     for m, group in sorted(pending.items()):
         motions = [
-            ((load_features(paths.vec_file(motion_id), spec) - mean) / std).astype(np.float32)
-            for motion_id, _, _ in group
+            norm.normalise(load_features(paths.vec_file(motion_id), spec)) for motion_id, _, _ in group
         ]
         crops = [(i, o) for i, (_, _, offs) in enumerate(group) for o in offs]
         codes_by_clip: dict[int, list[np.ndarray]] = {}

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.config import config_to_dict
-from data.layout import save_meta
+from data.motion_repr import recover_from_ric
+from data.normalization import META_DIR, FeatureNorm
 from data.runtime import MetricsLogger, is_main_process, resolve_device
 from data.specs import DatasetSpec
 from data.vq_data import Clip, MotionWindows
@@ -195,8 +196,7 @@ def evaluate_reconstruction(
     clips: list[Clip],
     *,
     spec: DatasetSpec,
-    mean: np.ndarray,
-    std: np.ndarray,
+    norm: FeatureNorm,
     batch_size: int = 32,
     max_len: int | None = None,
     recons_loss: str = "l1_smooth",
@@ -204,14 +204,14 @@ def evaluate_reconstruction(
 ) -> dict[str, float]:
     """Encode + decode whole clips (cropped to ``max_len`` and a multiple of 4 frames from the start).
 
+    ``clips`` are in the VQ's normalised space; ``norm`` is that normalisation (to recover joints).
+
     Returns ``mpjpe_mm`` = ``1000 * metres_per_unit * mean_{frames, joints} ||(p - p_root) - (g - g_root)||_2``
     over all valid frames, with joints ``p``/``g`` from ``recover_from_ric`` on the de-normalised
     reconstruction / input, each aligned on its own root (pelvis) per frame as MoMask reports VQ
     MPJPE; ``mpjpe_global_mm`` is the same without alignment (includes integrated root drift), ``recons_loss`` (normalised space, valid frames), code ``perplexity``,
     ``usage``, ``codes_used``, ``n_clips``, ``n_frames``.
     """
-    from data.motion_repr import recover_from_ric
-
     if not clips:
         raise ValueError("evaluate_reconstruction: no clips to evaluate")
     fpc = vq.frames_per_code
@@ -219,7 +219,6 @@ def evaluate_reconstruction(
     crops = [c.motion[: (min(len(c.motion), max_len) // fpc) * fpc] for c in clips]
     order = sorted(range(len(crops)), key=lambda i: len(crops[i]))
     device = next(vq.parameters(), torch.empty(0)).device  # parameter-free test doubles run on CPU
-    mean_t, std_t = torch.from_numpy(mean).to(device), torch.from_numpy(std).to(device)
     counts = np.zeros(vq.nb_code, dtype=np.int64)
     err_sum, glob_sum, loss_sum, frames = 0.0, 0.0, 0.0, 0
     loss_fn = _recons_fn(recons_loss)
@@ -241,8 +240,8 @@ def evaluate_reconstruction(
         loss_sum += float(per_frame[valid].sum())
         # recover_from_ric integrates the root forward in time, so padding after a clip's end
         # cannot change its valid frames.
-        pj = recover_from_ric(recon * std_t + mean_t, spec.joints_num)
-        gj = recover_from_ric(x * std_t + mean_t, spec.joints_num)
+        pj = recover_from_ric(norm.denormalise(recon), spec.joints_num)
+        gj = recover_from_ric(norm.denormalise(x), spec.joints_num)
         scale = 1000.0 * spec.metres_per_unit
         err_global = torch.linalg.vector_norm(pj - gj, dim=-1).mean(-1)  # (B, T) mean over joints
         aligned = (pj - pj[..., :1, :]) - (gj - gj[..., :1, :])  # both root-aligned per frame
@@ -297,7 +296,7 @@ class VQTrainer:
         spec: dataset spec (D, J, units).
         train: training windows.
         val_clips: clips for periodic validation (``None`` = no validation).
-        mean, std: (D,) normalisation, written to ``output_dir/meta``.
+        norm: the normalisation of ``train`` and ``val_clips``, written to ``output_dir/meta``.
     """
 
     def __init__(
@@ -306,11 +305,10 @@ class VQTrainer:
         spec: DatasetSpec,
         train: MotionWindows,
         val_clips: list[Clip] | None,
-        mean: np.ndarray,
-        std: np.ndarray,
+        norm: FeatureNorm,
     ):
         self.cfg, self.spec, self.train_data, self.val_clips = cfg, spec, train, val_clips
-        self.mean, self.std = mean, std
+        self.norm = norm
         self.out = Path(cfg.output_dir)
         self.device = resolve_device(cfg.device)
         self.model = MotionVQVAE(nfeats=spec.feat_dim, config=cfg.model).to(self.device)
@@ -393,7 +391,7 @@ class VQTrainer:
     # ------------------------------------------------------------------ validation
     def validate(self, clips: list[Clip], split: str) -> dict[str, float]:
         res = evaluate_reconstruction(
-            self.model, clips, spec=self.spec, mean=self.mean, std=self.std,
+            self.model, clips, spec=self.spec, norm=self.norm,
             batch_size=self.cfg.val_batch_size, recons_loss=self.cfg.recons_loss, progress=self.cfg.progress,
         )  # fmt: skip
         logger.info(
@@ -416,7 +414,7 @@ class VQTrainer:
         """Train to ``total_steps`` (or ``max_steps`` more); returns this invocation's per-step losses."""
         cfg = self.cfg
         if is_main_process():
-            save_meta(self.out / "meta", self.mean, self.std)
+            self.norm.save(self.out / META_DIR)
         resume = self.out / RESUME_FILE
         if cfg.resume and resume.is_file():
             self.load_resume(resume)

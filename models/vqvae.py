@@ -52,7 +52,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from data.layout import meta_files
 from data.specs import DATASET_NAMES, get_dataset_spec
 
 logger = logging.getLogger(__name__)
@@ -584,15 +583,6 @@ def atomic_torch_save(obj: object, path: str | Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-def vq_norm_files(checkpoint: str | Path, mean_file: str = "", std_file: str = "") -> tuple[str, str]:
-    """The VQ's normalisation pair: the given files, else ``<checkpoint dir>/meta/{mean,std}.npy``.
-
-    ``prepare.train_vq`` writes that ``meta`` folder next to its checkpoints.
-    """
-    default_mean, default_std = meta_files(Path(checkpoint).parent / "meta")
-    return mean_file or str(default_mean), std_file or str(default_std)
 
 
 def load_net_state(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:

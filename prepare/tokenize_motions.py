@@ -17,11 +17,11 @@ import dataclasses
 import logging
 
 from data.config import parse_cli
-from data.layout import load_mean_std
+from data.normalization import FeatureNorm, resolve_norm_files
 from data.runtime import resolve_device, set_torch_threads, setup_logging
 from data.specs import get_dataset_spec
 from models.vq_tokenize import TokenizeConfig, tokenize_dataset
-from models.vqvae import MotionVQVAE, vq_norm_files
+from models.vqvae import MotionVQVAE
 
 logger = logging.getLogger("prepare.tokenize_motions")
 
@@ -31,13 +31,13 @@ def main(argv: list[str] | None = None) -> dict:
     setup_logging()
     set_torch_threads(cfg.num_threads)
     spec = get_dataset_spec(cfg.dataset)
-    mean_file, std_file = vq_norm_files(cfg.vq_checkpoint, cfg.mean_file, cfg.std_file)
-    cfg = dataclasses.replace(cfg, mean_file=mean_file, std_file=std_file)
-    mean, std = load_mean_std(cfg.mean_file, cfg.std_file, spec)
+    mean_file, std_file = resolve_norm_files(cfg.mean_file, cfg.std_file, checkpoint=cfg.vq_checkpoint)
+    cfg = dataclasses.replace(cfg, mean_file=str(mean_file), std_file=str(std_file))
+    norm = FeatureNorm.load(mean_file, std_file, spec)
     vq = MotionVQVAE.from_checkpoint(
         cfg.vq_checkpoint, nfeats=spec.feat_dim, map_location=resolve_device(cfg.device)
     )
-    return tokenize_dataset(cfg, vq, mean, std)
+    return tokenize_dataset(cfg, vq, norm)
 
 
 if __name__ == "__main__":

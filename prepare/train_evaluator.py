@@ -22,9 +22,9 @@ import logging
 from pathlib import Path
 
 from data.config import config_to_dict, parse_cli
+from data.normalization import FeatureNorm
 from data.runtime import prepare_run_dir, set_seed, set_torch_threads, setup_logging
 from data.specs import get_dataset_spec
-from data.vq_data import resolve_mean_std
 from data.word_vectorizer import WordVectorizer
 from eval.harness import EvalConfig, harness_from_config, write_report
 from models.evaluator_training import EvaluatorTrainConfig, load_index, train_evaluator
@@ -44,11 +44,11 @@ def main(argv: list[str] | None = None) -> dict:
     seed = set_seed(cfg.seed)
     prepare_run_dir(out, config_to_dict(cfg), seed)
     spec = get_dataset_spec(cfg.dataset)
-    mean, std = resolve_mean_std(cfg.dataset_root, spec, cfg.mean_file, cfg.std_file)
+    norm = FeatureNorm.resolve(spec, cfg.mean_file, cfg.std_file, dataset_root=cfg.dataset_root)
     vectorizer = WordVectorizer(cfg.glove_dir)
     summary = train_evaluator(
         cfg, spec, load_index(cfg, spec, cfg.train_split), load_index(cfg, spec, cfg.val_split), vectorizer,
-        mean, std, out,
+        norm, out,
     )  # fmt: skip
 
     if cfg.final_split:

@@ -18,9 +18,10 @@ import logging
 
 from data.config import config_to_dict, parse_cli
 from data.layout import SkipTracker
+from data.normalization import FeatureNorm
 from data.runtime import is_main_process, prepare_run_dir, set_seed, set_torch_threads, setup_logging
 from data.specs import get_dataset_spec
-from data.vq_data import MotionWindows, load_clips, resolve_mean_std
+from data.vq_data import MotionWindows, load_clips
 from models.vq_training import VQTrainConfig, VQTrainer
 
 logger = logging.getLogger("prepare.train_vq")
@@ -33,14 +34,14 @@ def main(argv: list[str] | None = None) -> dict:
     seed = set_seed(cfg.seed)
     out = prepare_run_dir(cfg.output_dir, config_to_dict(cfg), seed)
     spec = get_dataset_spec(cfg.dataset)
-    mean, std = resolve_mean_std(cfg.dataset_root, spec, cfg.mean_file, cfg.std_file)
+    norm = FeatureNorm.resolve(spec, cfg.mean_file, cfg.std_file, dataset_root=cfg.dataset_root)
 
     def clips(split: str, min_len: int, max_motions: int):
         tracker = SkipTracker(
             f"{split} motions", on_error=cfg.on_error, max_skip_fraction=cfg.max_skip_fraction
         )
         return load_clips(
-            cfg.dataset_root, split, spec, mean, std, min_len=min_len, max_motions=max_motions,
+            cfg.dataset_root, split, spec, norm, min_len=min_len, max_motions=max_motions,
             tracker=tracker, progress=cfg.progress,
         )  # fmt: skip
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
         window=cfg.window_size, batch_size=cfg.batch_size, seed=cfg.seed,
     )  # fmt: skip
     val = clips(cfg.val_split, fpc, cfg.val_max_motions) if cfg.val_split else None
-    trainer = VQTrainer(cfg, spec, train, val, mean, std)
+    trainer = VQTrainer(cfg, spec, train, val, norm)
     ran = trainer.fit()
 
     result: dict = {}

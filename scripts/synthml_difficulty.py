@@ -20,13 +20,14 @@ import torch
 
 from data.layout import DatasetPaths, load_features, read_split
 from data.motion_repr import joints_to_features
+from data.normalization import FeatureNorm
 from data.specs import get_dataset_spec
 from data.synth.body import Subject, sample_subject
 from data.synth.program import MotionProgram
 from data.synth.render import render_program
 from data.synth.writer import read_attributes
 from eval.metrics import diversity, multimodality
-from models.evaluator import FeatureNorm, load_guo_evaluator
+from models.evaluator import load_guo_evaluator
 
 
 def embed(evaluator, norm: FeatureNorm, feats: list[np.ndarray], max_len: int, unit: int) -> np.ndarray:

@@ -17,7 +17,8 @@ from data.datasets import (
     make_eval_loader,
     replication_batches,
 )
-from data.layout import DatasetFileError, load_mean_std
+from data.layout import DatasetFileError
+from data.normalization import FeatureNorm
 from data.word_vectorizer import WordVectorizer
 
 
@@ -28,8 +29,8 @@ def test_index(tiny_dataset: Path):
 
 @pytest.fixture(scope="module")
 def eval_ds(tiny_dataset: Path, tiny_glove: Path, test_index):
-    mean, std = load_mean_std(tiny_dataset / "Mean.npy", tiny_dataset / "Std.npy", "humanml3d")
-    return EvalMotionTextDataset(test_index, WordVectorizer(tiny_glove), mean, std, seed=3)
+    norm = FeatureNorm.load(tiny_dataset / "Mean.npy", tiny_dataset / "Std.npy", "humanml3d")
+    return EvalMotionTextDataset(test_index, WordVectorizer(tiny_glove), norm.mean, norm.std, seed=3)
 
 
 def test_index_entries_and_subclips(test_index, tiny_dataset: Path):
@@ -106,7 +107,8 @@ def test_index_cache_roundtrip(make_tiny_dataset, tmp_path: Path):
 
 
 def test_motion_text_dataset(test_index, tiny_dataset: Path):
-    mean, std = load_mean_std(tiny_dataset / "Mean.npy", tiny_dataset / "Std.npy", "humanml3d")
+    norm = FeatureNorm.load(tiny_dataset / "Mean.npy", tiny_dataset / "Std.npy", "humanml3d")
+    mean, std = norm.mean, norm.std
     ds = MotionTextDataset(test_index, mean=mean, std=std, seed=1)
     i = test_index.names().index("000007")
     item = ds[i]

@@ -1,19 +1,14 @@
-"""Guo evaluator networks: released checkpoint layout, strict loading, ordering, normalisation."""
+"""Guo evaluator networks: released checkpoint layout, strict loading, ordering."""
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from models.evaluator import (
-    EvalSpaceMap,
     EvaluatorDims,
     EvaluatorLoadError,
-    FeatureNorm,
-    NormalisationError,
     build_networks,
-    check_eval_space,
     load_guo_evaluator,
     save_guo_checkpoint,
 )
@@ -153,35 +148,3 @@ def test_embedding_errors(evaluator):
     motions[1, 2, 7] = float("nan")
     with pytest.raises(FloatingPointError, match=r"row\(s\) \[1\]"):
         evaluator.embed_motion(motions, torch.tensor([16, 16]))
-
-
-def test_normalisation_map_and_check(tmp_path: Path):
-    rng = np.random.default_rng(0)
-    d = 263
-    mean = rng.normal(size=d).astype(np.float32)
-    std = rng.uniform(0.05, 0.5, size=d).astype(np.float32)
-    ev_std = std.copy()
-    ev_std[:4] /= 5  # feat_bias dims
-    for name, arr in (("mean", mean), ("std", ev_std)):
-        (tmp_path / "ev").mkdir(exist_ok=True)
-        np.save(tmp_path / "ev" / f"{name}.npy", arr)
-    ev = FeatureNorm.load_meta(tmp_path / "ev", "humanml3d")
-    vq = FeatureNorm(mean=mean + 0.1, std=std, source="vq")
-    raw = (mean + std * rng.normal(size=(8, 50, d))).astype(np.float32)
-    mapped = EvalSpaceMap(vq, ev)(vq.normalise(raw))
-    np.testing.assert_allclose(mapped, ev.normalise(raw), atol=1e-4)
-    same = EvalSpaceMap(ev, ev)
-    assert same.identity and same.max_abs_dstd == 0.0
-    m = EvalSpaceMap(vq, ev)
-    assert m.max_abs_dmean == pytest.approx(0.1, abs=1e-6) and not m.identity
-    lengths = np.full(8, 50)
-    stats = check_eval_space(ev.normalise(raw), lengths, "gt")
-    assert stats.median_abs_mean < 0.2 and 0.8 < stats.median_std < 1.2
-    # Raw features and doubly-normalised features are both rejected.
-    with pytest.raises(NormalisationError, match=r"raw: .*median std"):
-        check_eval_space(raw, lengths, "raw")
-    with pytest.raises(NormalisationError, match="twice"):
-        check_eval_space(ev.normalise(ev.normalise(raw)), lengths, "twice")
-    check_eval_space(raw, lengths, "warn only", strict=False)
-    with pytest.raises(Exception, match="shape"):
-        FeatureNorm.load(tmp_path / "ev" / "mean.npy", tmp_path / "ev" / "std.npy", "kit")

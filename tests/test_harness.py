@@ -12,13 +12,13 @@ import torch
 import yaml
 
 from data.datasets import EvalMotionTextDataset, build_clip_index
+from data.normalization import FeatureNorm
 from data.specs import get_dataset_spec
 from data.word_vectorizer import WordVectorizer
 from eval.evaluate import main as evaluate_main
 from eval.harness import REAL_MOTION, EvaluationHarness, Method
 from models.evaluator import (
     EvaluatorDims,
-    FeatureNorm,
     build_networks,
     load_guo_evaluator,
     save_guo_checkpoint,

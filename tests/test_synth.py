@@ -11,11 +11,11 @@ from data.layout import (
     DatasetPaths,
     load_features,
     load_joints,
-    load_mean_std,
     parse_caption_line,
     read_split,
 )
 from data.motion_repr import joints_to_features, recover_from_ric
+from data.normalization import FeatureNorm
 from data.specs import POS_TAGS, get_dataset_spec
 from data.synth.body import L_WRIST, R_WRIST, Subject, sample_subject
 from data.synth.build import build_synthml
@@ -69,7 +69,8 @@ def test_layout_shapes_and_splits(built):
     assert (len(train), len(val), len(test)) == (19, 1, 4)
     assert train | val | test == set(ids) and not (train & val or train & test or val & test)
     assert set(read_split(root, "train_val")) == train | val
-    mean, std = load_mean_std(paths.mean_file, paths.std_file, HML)
+    norm = FeatureNorm.load(paths.mean_file, paths.std_file, HML)
+    mean, std = norm.mean, norm.std
     assert mean.dtype == np.float32 and (std > 0).all()
     for name, sl in HML.feature_slices.items():
         assert np.ptp(std[sl]) == 0, name  # one std per block, the HumanML3D way
@@ -155,7 +156,7 @@ def test_kit_build_shapes(tmp_path):
         assert vecs.shape[1] == 251 and joints.shape == (vecs.shape[0], 21, 3)
         assert vecs.shape[0] >= KIT.min_motion_len
         assert 700 < joints[:, 0, 1].mean() < 1300  # pelvis height in millimetres
-    assert load_mean_std(paths.mean_file, paths.std_file, KIT)[0].shape == (251,)
+    assert FeatureNorm.load(paths.mean_file, paths.std_file, KIT).mean.shape == (251,)
 
 
 # ------------------------------------------------------------------------------------------------

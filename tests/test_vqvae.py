@@ -11,9 +11,10 @@ import torch
 
 from data.config import load_config
 from data.layout import DatasetFileError, SkipTracker
+from data.normalization import FeatureNorm
 from data.runtime import set_seed
 from data.specs import get_dataset_spec
-from data.vq_data import MotionWindows, load_clips, read_code_file, resolve_mean_std
+from data.vq_data import MotionWindows, load_clips, read_code_file
 from models.vq_tokenize import TokenizeConfig
 from models.vq_training import VQTrainConfig, VQTrainer, lr_at
 from models.vqvae import PAD_CODE, CheckpointError, MotionVQVAE, VQVAEConfig
@@ -235,12 +236,10 @@ def _train_cfg(root: Path, out: Path, *extra: str) -> VQTrainConfig:
 
 def _trainer(cfg: VQTrainConfig) -> VQTrainer:
     set_seed(cfg.seed)
-    mean, std = resolve_mean_std(cfg.dataset_root, HML)
-    train = load_clips(cfg.dataset_root, "train", HML, mean, std, min_len=cfg.window_size, progress=False)
-    val = load_clips(cfg.dataset_root, "val", HML, mean, std, min_len=4, progress=False)
-    return VQTrainer(
-        cfg, HML, MotionWindows(train, cfg.window_size, cfg.batch_size, cfg.seed), val, mean, std
-    )
+    norm = FeatureNorm.resolve(HML, dataset_root=cfg.dataset_root)
+    train = load_clips(cfg.dataset_root, "train", HML, norm, min_len=cfg.window_size, progress=False)
+    val = load_clips(cfg.dataset_root, "val", HML, norm, min_len=4, progress=False)
+    return VQTrainer(cfg, HML, MotionWindows(train, cfg.window_size, cfg.batch_size, cfg.seed), val, norm)
 
 
 def test_training_lowers_loss_and_resume_is_exact(tiny_dataset: Path, tmp_path: Path):
@@ -348,8 +347,8 @@ def test_train_and_tokenize_scripts(make_tiny_dataset, tmp_path: Path):
 
 
 def test_window_batches_are_a_function_of_seed_and_step(tiny_dataset: Path):
-    mean, std = resolve_mean_std(tiny_dataset, HML)
-    clips = load_clips(tiny_dataset, "train", HML, mean, std, min_len=16, progress=False,
+    norm = FeatureNorm.resolve(HML, dataset_root=tiny_dataset)
+    clips = load_clips(tiny_dataset, "train", HML, norm, min_len=16, progress=False,
                        tracker=SkipTracker("t"))  # fmt: skip
     a, b = MotionWindows(clips, 16, 2, seed=3), MotionWindows(clips, 16, 2, seed=3)
     assert torch.equal(a.batch(7), b.batch(7)) and not torch.equal(a.batch(7), a.batch(8))
@@ -394,7 +393,7 @@ def test_reconstruction_mpjpe_by_hand():
     vq = _ShiftVQ()
     vq.std = torch.from_numpy(std)
     vq.inputs = torch.from_numpy(clips[0].motion)[None]
-    res = evaluate_reconstruction(vq, clips, spec=HML, mean=mean, std=std)
+    res = evaluate_reconstruction(vq, clips, spec=HML, norm=FeatureNorm(mean, std))
     # 21 of 22 joints are off by 50 mm, the root by 0: mean 50 * 21 / 22 mm, aligned and global.
     assert res["mpjpe_mm"] == pytest.approx(50 * 21 / 22, rel=1e-4)
     assert res["mpjpe_global_mm"] == pytest.approx(50 * 21 / 22, rel=1e-4)
