@@ -88,7 +88,8 @@ def find_annotation_files(folder: str | Path) -> list[Path]:
 
 
 def _make_code_source(args: argparse.Namespace, resolver: MotionResolver) -> CodeLookup:
-    from data.motion_codes import CodesDirSource, VQCodeSource
+    from data.motion_codes import CodesDirSource
+    from models.vq_tokenize import VQCodeSource
 
     if args.codes_dir:
         return CodesDirSource(args.codes_dir, resolver)

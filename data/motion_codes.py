@@ -1,23 +1,25 @@
-"""Code sources: ``MotionRef`` -> VQ codes, from a VQ-VAE or from per-motion code files.
+"""Model-free code sources: ``MotionRef`` -> VQ codes from code files or a mapping.
 
-A code source is a callable ``source(ref) -> list[int]`` (the ``CodeLookup`` of
-``data.sft_examples``). Both sources resolve motion names through ``data.annotations.MotionResolver``
-and raise ``MotionMissingError`` for a motion that is not on disk, so callers can count them.
+A code source is a callable ``source(ref, rng=None) -> list[int]`` (the ``CodeLookup`` of
+``data.sft_examples``). The only randomness, the 0-3 frame crop start of spec
+``sft-and-inference.md`` section 4.3, is drawn from ``rng``: the caller builds one ``random.Random``
+per item from the item's own seed ``(seed, epoch, index)``, so the codes of an item never depend on
+which items were read before it, in which order or in which worker. Without ``rng`` the crop starts
+at frame 0. Sources hold no random state of their own.
 
-* ``VQCodeSource``: load the (windowed) features, crop to ``(T // 4) * 4`` frames at offset 0 (the
-  reference draws a 0-3 frame offset per access; pass ``rng`` to do the same), normalise with the
-  VQ's mean/std and encode (spec ``sft-and-inference.md`` sections 1.1, 4.3).
-* ``CodesDirSource``: read the ``<codes_dir>/<id>.npy`` files of ``prepare/tokenize_motions.py``
-  (int ``(K, N)``, one row per crop start). A windowed ref takes codes ``[start // 4, end // 4)`` of
-  the whole clip: an approximation (the encoder's receptive field crosses the cut), logged once and
-  counted in ``windowed_approximations``; use a VQ checkpoint for exact sub-clip codes. The engine's
-  imperfect motions are listed in ``<root>/engine_motions.txt``, which ``read_split`` reads as a split:
-  tokenise them with ``splits=[all,engine_motions]``.
+* ``CodesDirSource``: the files of ``prepare/tokenize_motions.py``: ``<codes_dir>/<id>.npy`` for a
+  whole clip and ``<codes_dir>/windows/<id>_<start>_<end>.npy`` for a caption window (frames
+  ``[start, end)``, encoded from the window's own frames; see :func:`window_code_file`). Each file
+  is int ``(K, N)``, row ``k`` = the crop starting at frame ``k`` of the clip or window.
+* ``MappingCodeSource``: a ``motion_name -> codes`` mapping (tests, cached rollouts).
+
+The VQ-VAE-backed source, which encodes on demand, is ``models.vq_tokenize.VQCodeSource``.
+Sources resolve motion names through ``data.annotations.MotionResolver`` and raise
+``MotionMissingError`` for a motion (or window) that has no file, so callers can count them.
 """
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,104 +30,90 @@ import numpy as np
 from data.annotations import MotionMissingError, MotionRef, MotionResolver
 from data.layout import DatasetFileError
 from data.motion_tokens import DEFAULT_NB_CODE
-from data.normalization import FeatureNorm
+from data.vq_data import code_file, read_code_file
 
-logger = logging.getLogger(__name__)
+WINDOWS_DIR = "windows"
+"""Sub-folder of a codes folder holding the per-caption-window code files."""
 
 
-@dataclass
-class VQCodeSource:
-    """Encode motions on demand with a ``MotionVQVAE`` (cached per file id and window)."""
+def window_code_file(codes_dir: str | Path, motion_id: str, window: tuple[int, int]) -> Path:
+    """``<codes_dir>/windows/<id>_<start>_<end>.npy``: codes of frames ``[start, end)`` of clip ``id``.
 
-    resolver: MotionResolver
-    vq: object
-    """A ``models.vqvae.MotionVQVAE`` (anything with ``encode`` and ``frames_per_code``)."""
-    norm: FeatureNorm
-    """The VQ's normalisation (``FeatureNorm.resolve(..., checkpoint=...)``)."""
-    rng: random.Random | None = None
-    """When given, draw the 0-3 frame crop offset per call (no caching), as the reference does."""
-    _cache: dict[tuple[str, tuple[int, int] | None], list[int]] = field(default_factory=dict, repr=False)
+    ``window`` is ``MotionRef.frame_window(fps)``, the frames the spec's loader keeps
+    (``[int(f_tag * fps), int(to_tag * fps))``, cut at the clip's end).
+    """
+    return Path(codes_dir) / WINDOWS_DIR / f"{motion_id}_{window[0]}_{window[1]}.npy"
 
-    def __call__(self, ref: MotionRef) -> list[int]:
-        from models.vq_tokenize import encode_crops
 
-        key = (self.resolver.file_id(ref), ref.frame_window(self.resolver.spec.fps))
-        if self.rng is None and key in self._cache:
-            return self._cache[key]
-        feats = self.resolver.load(ref)
-        unit = self.vq.frames_per_code
-        m = (len(feats) // unit) * unit
-        if m == 0:
-            codes: list[int] = []
-        else:
-            off = self.rng.randint(0, len(feats) - m) if self.rng is not None else 0
-            x = self.norm.normalise(feats[off : off + m])
-            codes = encode_crops(self.vq, x, [0])[0].tolist()
-        if self.rng is None:
-            self._cache[key] = codes
-        return codes
+def crop_row(n_rows: int, rng: random.Random | None) -> int:
+    """The crop start drawn for one access: uniform over ``n_rows`` starts, or 0 without ``rng``."""
+    return rng.randrange(n_rows) if rng is not None and n_rows > 1 else 0
+
+
+class WindowCodesMissingError(MotionMissingError):
+    """A windowed ref whose window was not tokenised (no ``windows/<id>_<s>_<e>.npy``)."""
+
+    def __init__(self, ref: MotionRef, motion_id: str, path: Path):
+        super().__init__(ref.motion_name, motion_id, [path])
+        self.args = (
+            f"{self.args[0]}. Window [{ref.f_tag}, {ref.to_tag}) s has no code file: tokenise with "
+            "windows=true (prepare/tokenize_motions.py encodes every caption window listed in "
+            "texts/<id>.txt) or encode on demand with models.vq_tokenize.VQCodeSource",
+        )
 
 
 @dataclass
 class CodesDirSource:
     """Read precomputed codes written by ``prepare/tokenize_motions.py`` (see the module docstring).
 
-    Files are ``<codes_dir>/<id>.npy`` int ``(K, N)`` arrays, row ``k`` = codes of the crop starting
-    at frame ``k`` (``models/vq_tokenize.py``); a 1-D ``(N,)`` array is accepted as one row. Row 0
-    is used, or a row drawn with ``rng`` (the reference's 0-3 frame crop augmentation).
+    A 1-D ``(N,)`` array is accepted as a single row. Files are cached after the first read.
     """
 
     codes_dir: str | Path
     resolver: MotionResolver
     nb_code: int = DEFAULT_NB_CODE
-    rng: random.Random | None = None
-    windowed_approximations: int = 0
-    _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _cache: dict[Path, np.ndarray] = field(default_factory=dict, repr=False)
 
-    def _load(self, ref: MotionRef) -> np.ndarray:
-        from data.vq_data import read_code_file
-
+    def path(self, ref: MotionRef) -> Path:
+        """The code file of ``ref``: the clip's, or its window's when the ref has a window."""
         mid = self.resolver.file_id(ref)
-        if mid not in self._cache:
-            path = Path(self.codes_dir) / f"{mid}.npy"
-            if not path.is_file():
-                raise MotionMissingError(ref.motion_name, mid, [path])
-            arr = np.load(path, allow_pickle=False)
-            if arr.ndim == 1:
-                if not np.issubdtype(arr.dtype, np.integer) or (
-                    arr.size and (arr.min() < 0 or arr.max() >= self.nb_code)
-                ):
-                    raise DatasetFileError(f"{path}: expected integer codes in [0, {self.nb_code - 1}]")
-                arr = arr[None].astype(np.int64)
-            else:
-                arr = read_code_file(path, self.nb_code)
-            self._cache[mid] = arr
-        return self._cache[mid]
-
-    def __call__(self, ref: MotionRef) -> list[int]:
-        rows = self._load(ref)
-        codes = rows[self.rng.randrange(len(rows))] if self.rng is not None else rows[0]
         win = ref.frame_window(self.resolver.spec.fps)
-        if win is None:
-            return codes.tolist()
-        if self.windowed_approximations == 0:
-            logger.warning(
-                "codes-dir: windowed ref %s sliced from whole-clip codes (approximate; the encoder's "
-                "receptive field crosses the cut). Use a VQ checkpoint for exact sub-clip codes.",
-                ref,
-            )
-        self.windowed_approximations += 1
-        unit = self.resolver.spec.unit_length
-        return codes[win[0] // unit : win[1] // unit].tolist()
+        return code_file(self.codes_dir, mid) if win is None else window_code_file(self.codes_dir, mid, win)
+
+    def rows(self, ref: MotionRef) -> np.ndarray:
+        """All crop rows ``(K, N)`` of ``ref``'s clip or window."""
+        path = self.path(ref)
+        if path not in self._cache:
+            if not path.is_file():
+                mid = self.resolver.file_id(ref)
+                if ref.frame_window(self.resolver.spec.fps) is not None:
+                    raise WindowCodesMissingError(ref, mid, path)
+                raise MotionMissingError(ref.motion_name, mid, [path])
+            self._cache[path] = self._read(path)
+        return self._cache[path]
+
+    def _read(self, path: Path) -> np.ndarray:
+        arr = np.load(path, allow_pickle=False)
+        if arr.ndim != 1:
+            return read_code_file(path, self.nb_code)
+        if not np.issubdtype(arr.dtype, np.integer) or (
+            arr.size and (arr.min() < 0 or arr.max() >= self.nb_code)
+        ):
+            raise DatasetFileError(f"{path}: expected integer codes in [0, {self.nb_code - 1}]")
+        return arr[None].astype(np.int64)
+
+    def __call__(self, ref: MotionRef, rng: random.Random | None = None) -> list[int]:
+        rows = self.rows(ref)
+        return rows[crop_row(len(rows), rng)].tolist()
 
 
 @dataclass
 class MappingCodeSource:
-    """Codes from a ``motion_name -> codes`` mapping (tests, cached rollouts)."""
+    """Codes from a ``motion_name -> codes`` mapping (tests, cached rollouts); ``rng`` is unused."""
 
     codes: Mapping[str, Sequence[int]]
 
-    def __call__(self, ref: MotionRef) -> list[int]:
+    def __call__(self, ref: MotionRef, rng: random.Random | None = None) -> list[int]:
         if ref.motion_name not in self.codes:
             raise MotionMissingError(ref.motion_name, ref.motion_name, [])
         return list(self.codes[ref.motion_name])

@@ -3,18 +3,26 @@
 Format (read with :func:`data.vq_data.read_code_file`)::
 
     <out_dir>/<id>.npy          int64 (K, N): row k = codes of frames [k, k + 4N), N = T // 4
+    <out_dir>/windows/<id>_<start>_<end>.npy   the same for caption window [start, end) (frames)
     <out_dir>/codes_index.json  checkpoint (+ sha256), mean/std files, nb_code, frames_per_code,
-                                dataset, splits, per-id {frames, offsets, n_codes}, empty and
-                                skipped ids with reasons
+                                dataset, splits, per-id {frames, offsets, n_codes}, per-window
+                                {id, window, frames, offsets, n_codes}, empty and skipped ids
 
 Augmentation (``sft-and-inference.md`` §4.3): the published SFT loader crops ``m = (T // 4) * 4``
 frames at a random start in ``[0, T - m]`` (0-3 frames) and tokenises on the fly. With
 ``crops="all"`` every such start is pre-encoded (K = T - m + 1 rows), so a dataset that picks a
 random row uniformly reproduces that distribution exactly; ``crops="first"`` keeps only start 0.
 Clips shorter than one code get a ``(1, 0)`` file (the references render them as an empty motion
-``<Motion></Motion>``) and are listed under ``empty`` in the index. Windowed references
-(``f_tag < to_tag``) are sub-clips, which need their own encoding: use :func:`encode_crops` on the
-window at load time.
+``<Motion></Motion>``) and are listed under ``empty`` in the index.
+
+Caption windows (``windows=true``): a caption line ``text#tokens#from#to`` with ``from < to`` names a
+sub-clip, and annotation entries reference it as ``{motion_name, f_tag, to_tag}``. Its codes are
+encoded from the window's own frames ``[int(from * fps), int(to * fps))`` with the same crop rule
+(``data.motion_codes.window_code_file``: ``<out_dir>/windows/<id>_<start>_<end>.npy``), not sliced
+from the clip's codes: the encoder's dilated convolutions see across the cut, so a slice differs.
+
+``VQCodeSource`` encodes refs on demand instead (no code files; the SFT loader of the reference does
+the same), drawing the crop start from the caller's per-item ``rng``.
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -30,9 +39,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.layout import DatasetFileError, DatasetPaths, SkipTracker, load_features, read_split
+from data.annotations import MotionRef, MotionResolver
+from data.layout import DatasetFileError, DatasetPaths, SkipTracker, load_features, read_captions, read_split
+from data.motion_codes import crop_row, window_code_file
 from data.normalization import FeatureNorm
-from data.specs import get_dataset_spec
+from data.specs import DatasetSpec, get_dataset_spec
 from data.vq_data import CODES_INDEX, code_file, write_code_file
 from models.vqvae import MotionVQVAE
 
@@ -73,6 +84,8 @@ class TokenizeConfig:
     """With on_error=skip, fail when more than this fraction is skipped."""
     progress: bool = True
     """Show tqdm bars."""
+    windows: bool = True
+    """Also encode every caption window (``#from#to`` of ``texts/<id>.txt``) from its own frames."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -111,13 +124,46 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, norm: FeatureNorm) -> dict:
-    """Encode every id of ``cfg.splits`` into ``cfg.out_dir`` (normalised with ``norm``, the VQ's
-    pair, whose files ``cfg.mean_file``/``cfg.std_file`` name in the index); returns the written index.
+def caption_windows(paths: DatasetPaths, motion_id: str, spec: DatasetSpec) -> list[tuple[int, int]]:
+    """Frame windows ``[start, end)`` of the sub-clip captions in ``texts/<id>.txt`` (sorted, unique).
 
-    Ids are grouped into batches of equal crop length, so every crop is encoded exactly as alone.
-    Files are validated in a first pass; each group's features are then re-read when the group is
-    encoded, so memory holds one crop-length group at a time, not the whole dataset.
+    Computed with ``MotionRef.frame_window``, the same rule the annotation loader uses, so a windowed
+    ref finds its file. A clip without a caption file has none.
+    """
+    path = paths.text_file(motion_id)
+    if not path.is_file():
+        return []
+    wins = {MotionRef(motion_id, line.start, line.end).frame_window(spec.fps) for line in read_captions(path)}
+    return sorted(w for w in wins if w is not None)
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One code file to write: a whole clip (``window=None``) or one caption window of it."""
+
+    motion_id: str
+    window: tuple[int, int] | None
+    path: Path
+
+    @property
+    def key(self) -> str:
+        """Index key: the id, or ``<id>_<start>_<end>`` for a window."""
+        return (
+            self.motion_id if self.window is None else f"{self.motion_id}_{self.window[0]}_{self.window[1]}"
+        )
+
+    def frames(self, feats: np.ndarray) -> np.ndarray:
+        """The item's frames of the whole clip's ``(T, D)`` features."""
+        return feats if self.window is None else feats[self.window[0] : self.window[1]]
+
+
+def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, norm: FeatureNorm) -> dict:
+    """Encode every id of ``cfg.splits`` (and its caption windows) into ``cfg.out_dir``, normalised with
+    ``norm`` (the VQ's pair, whose files ``cfg.mean_file``/``cfg.std_file`` name in the index); returns the index.
+
+    Items (clips and windows) are grouped into batches of equal crop length, so every crop is
+    encoded exactly as alone. Files are validated in a first pass; each group's features are then
+    re-read when the group is encoded, so memory holds one crop-length group at a time.
     """
     spec = get_dataset_spec(cfg.dataset)
     if vq.nfeats != spec.feat_dim:
@@ -136,39 +182,50 @@ def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, norm: FeatureNorm) ->
                 f"(sha256 {str(old.get('checkpoint_sha256'))[:12]}, crops={old.get('crops')}); now "
                 f"{cfg.vq_checkpoint} (sha256 {sha[:12]}, crops={cfg.crops}). Use force=true or another out_dir"
             )
+    old_items = {**old.get("entries", {}), **old.get("windows", {})}
     ids = list(dict.fromkeys(i for split in cfg.splits for i in read_split(cfg.dataset_root, split)))
     tracker = SkipTracker("tokenise motions", on_error=cfg.on_error, max_skip_fraction=cfg.max_skip_fraction)
     entries: dict[str, dict] = {}
     empty: list[str] = []
     reused = 0
-    pending: dict[int, list[tuple[str, int, list[int]]]] = {}  # crop length -> (id, frames, offsets)
+    pending: dict[int, list[tuple[_Item, dict]]] = {}  # crop length -> (item, index entry)
     for motion_id in tqdm(ids, desc="load", disable=not cfg.progress, leave=False):
         tracker.seen += 1
-        if not cfg.force and motion_id in old.get("entries", {}) and code_file(out, motion_id).is_file():
-            entries[motion_id] = old["entries"][motion_id]
-            reused += 1
-            continue
         try:
-            feats = load_features(paths.vec_file(motion_id), spec)
+            windows = caption_windows(paths, motion_id, spec) if cfg.windows else []
+            items = [_Item(motion_id, None, code_file(out, motion_id))]
+            items += [_Item(motion_id, w, window_code_file(out, motion_id, w)) for w in windows]
+            todo = [it for it in items if cfg.force or it.key not in old_items or not it.path.is_file()]
+            feats = load_features(paths.vec_file(motion_id), spec) if todo else None
         except DatasetFileError as err:
             tracker.record(motion_id, err)
             continue
-        offsets = crop_offsets(feats.shape[0], vq.frames_per_code, cfg.crops)
-        if not offsets:
-            write_code_file(code_file(out, motion_id), np.zeros((1, 0), np.int64))
-            entries[motion_id] = {"frames": int(feats.shape[0]), "offsets": [], "n_codes": 0}
-            empty.append(motion_id)
-            continue
-        m = (feats.shape[0] // vq.frames_per_code) * vq.frames_per_code
-        pending.setdefault(m, []).append((motion_id, int(feats.shape[0]), offsets))
-    n_crops = sum(len(o) for group in pending.values() for _, _, o in group)
+        for it in items:
+            if it not in todo:
+                entries[it.key] = old_items[it.key]
+                reused += 1
+                continue
+            n = int(it.frames(feats).shape[0])
+            offsets = crop_offsets(n, vq.frames_per_code, cfg.crops)
+            entry = {"frames": n, "offsets": offsets, "n_codes": n // vq.frames_per_code if offsets else 0}
+            if it.window is not None:
+                entry = {"id": motion_id, "window": list(it.window), **entry}
+            entries[it.key] = entry
+            if not offsets:
+                it.path.parent.mkdir(parents=True, exist_ok=True)
+                write_code_file(it.path, np.zeros((1, 0), np.int64))
+                empty.append(it.key)
+                continue
+            m = (n // vq.frames_per_code) * vq.frames_per_code
+            pending.setdefault(m, []).append((it, entry))
+    n_crops = sum(len(e["offsets"]) for group in pending.values() for _, e in group)
     bar = tqdm(total=n_crops, desc="encode", disable=not cfg.progress, leave=False)
     for m, group in sorted(pending.items()):
         motions = [
-            norm.normalise(load_features(paths.vec_file(motion_id), spec)) for motion_id, _, _ in group
+            norm.normalise(it.frames(load_features(paths.vec_file(it.motion_id), spec))) for it, _ in group
         ]
-        crops = [(i, o) for i, (_, _, offs) in enumerate(group) for o in offs]
-        codes_by_clip: dict[int, list[np.ndarray]] = {}
+        crops = [(i, o) for i, (_, entry) in enumerate(group) for o in entry["offsets"]]
+        codes_by_item: dict[int, list[np.ndarray]] = {}
         for start in range(0, len(crops), cfg.batch_size):
             chunk = crops[start : start + cfg.batch_size]
             x = torch.from_numpy(np.stack([motions[i][o : o + m] for i, o in chunk]))
@@ -176,20 +233,17 @@ def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, norm: FeatureNorm) ->
                 codes = vq.encode(x).cpu().numpy()
             except ValueError as err:
                 raise ValueError(
-                    f"encoding ids {sorted({group[i][0] for i, _ in chunk})[:5]}: {err}"
+                    f"encoding ids {sorted({group[i][0].key for i, _ in chunk})[:5]}: {err}"
                 ) from err
             for (i, _), row in zip(chunk, codes, strict=True):
-                codes_by_clip.setdefault(i, []).append(row)
+                codes_by_item.setdefault(i, []).append(row)
             bar.update(len(chunk))
-        for i, (motion_id, frames, offsets) in enumerate(group):
-            write_code_file(code_file(out, motion_id), np.stack(codes_by_clip[i]))
-            entries[motion_id] = {
-                "frames": frames,
-                "offsets": offsets,
-                "n_codes": m // vq.frames_per_code,
-            }
+        for i, (it, _) in enumerate(group):
+            it.path.parent.mkdir(parents=True, exist_ok=True)
+            write_code_file(it.path, np.stack(codes_by_item[i]))
     bar.close()
     tracker.finish()
+    clip_keys = [k for k in ids if k in entries]
     index = {
         "checkpoint": str(cfg.vq_checkpoint),
         "checkpoint_sha256": sha,
@@ -201,15 +255,52 @@ def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, norm: FeatureNorm) ->
         "dataset_root": str(cfg.dataset_root),
         "splits": list(cfg.splits),
         "crops": cfg.crops,
-        "entries": {k: entries[k] for k in ids if k in entries},
+        "entries": {k: entries[k] for k in clip_keys},
+        "windows": {k: v for k, v in entries.items() if "window" in v},
         "empty": empty,
         "skipped": [{"id": k, "reason": r} for k, r in tracker.skipped],
     }
     index_path.write_text(json.dumps(index, indent=1))
-    n_codes = [e["n_codes"] for e in entries.values()]
+    n_codes = [entries[k]["n_codes"] for k in clip_keys]
     logger.info(
-        "tokenised %d ids into %s (%d reused, %d empty, %d skipped); codes per clip min/mean/max %d/%.1f/%d",
-        len(entries), out, reused, len(empty), len(tracker.skipped),
+        "tokenised %d ids and %d caption windows into %s (%d files reused, %d empty, %d skipped); "
+        "codes per clip min/mean/max %d/%.1f/%d",
+        len(clip_keys), len(index["windows"]), out, reused, len(empty), len(tracker.skipped),
         min(n_codes, default=0), float(np.mean(n_codes)) if n_codes else 0.0, max(n_codes, default=0),
     )  # fmt: skip
     return index
+
+
+@dataclass
+class VQCodeSource:
+    """Encode ``MotionRef``s on demand with a ``MotionVQVAE`` (spec sections 1.1, 4.3).
+
+    Loads the ref's features (its window when it has one), crops ``m = (T // 4) * 4`` frames at a
+    start drawn from the caller's ``rng`` (uniform over ``[0, T - m]``; 0 without ``rng``),
+    normalises with the VQ's ``norm`` and encodes. Codes are cached per (file id, window,
+    start), so a cached answer is the same as a fresh one and the draw does not depend on the cache.
+    """
+
+    resolver: MotionResolver
+    vq: MotionVQVAE
+    norm: FeatureNorm
+    """The VQ's normalisation (``FeatureNorm.resolve(..., checkpoint=...)``)."""
+    _starts: dict[tuple[str, tuple[int, int] | None], int] = field(default_factory=dict, repr=False)
+    _cache: dict[tuple[str, tuple[int, int] | None, int], list[int]] = field(default_factory=dict, repr=False)
+
+    def __call__(self, ref: MotionRef, rng: random.Random | None = None) -> list[int]:
+        clip = (self.resolver.file_id(ref), ref.frame_window(self.resolver.spec.fps))
+        feats = None
+        if clip not in self._starts:
+            feats = self.resolver.load(ref)
+            self._starts[clip] = len(crop_offsets(len(feats), self.vq.frames_per_code, "all"))
+        n_starts = self._starts[clip]
+        if n_starts == 0:
+            return []
+        start = crop_row(n_starts, rng)
+        key = (*clip, start)
+        if key not in self._cache:
+            feats = self.resolver.load(ref) if feats is None else feats
+            x = self.norm.normalise(feats)
+            self._cache[key] = encode_crops(self.vq, x, [start])[0].tolist()
+        return self._cache[key]

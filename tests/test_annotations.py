@@ -17,7 +17,7 @@ from data.annotations import (
     motion_file_id,
     read_annotation_file,
 )
-from data.motion_codes import MappingCodeSource
+from data.motion_codes import MappingCodeSource, window_code_file
 from data.motion_tokens import (
     MotionCodeError,
     MotionParseStats,
@@ -438,6 +438,10 @@ def test_inspect_annotations_cli(tmp_path, capsys):
         fid = motion_file_id(mid, "humanml3d")
         np.save(root / "new_joint_vecs" / f"{fid}.npy", np.zeros((4 * len(codes), 263), np.float32))
         np.save(codes_dir / f"{fid}.npy", np.asarray([codes], np.int64))
+    # T_000004 is referenced with the window 1.0-3.0 s = frames [20, 60), which has its own codes
+    window_file = window_code_file(codes_dir, "000004", (20, 60))
+    window_file.parent.mkdir()
+    np.save(window_file, np.asarray([CODES["T_000004"]], np.int64))
     ann_dir = tmp_path / "ann"
     for task, _, entry, _, _ in STAGE1_CASES:
         write(ann_dir, TASKS[task].file_name, [{"id": 0, "task": entry.get("task", task), **entry}])

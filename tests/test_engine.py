@@ -9,24 +9,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.annotations import TASKS, MotionResolver, read_annotation_file
-from data.engine.perturb import imperfect_ladder
+from data.annotations import GOAL_CAPTION, GOAL_MOTION, TASKS, MotionResolver, read_annotation_file
+from data.engine.perturb import CHANGE_KINDS, Change, apply_changes, imperfect_ladder
 from data.engine.phrasing import assess, describe_program
 from data.engine.run import ENGINE_LIST, STAGE3_FILE, EngineConfig, parse_stated, run_engine
+from data.layout import read_captions
+from data.motion_repr import joints_to_features, recover_from_ric
+from data.synth.body import Subject
 from data.synth.program import ActionSpec, MotionProgram, sample_program
+from data.synth.render import render_program
 
 N_MOTIONS = 6
+ROOT_SEED = 13
+"""Programs of the tiny root: with engine seed 3 their ladders use every change kind (asserted)."""
+WINDOWED_TASKS = ("stage0_t2m", "t2m_direct_generation", "m2t_motion_caption")
 
 
-def _write_root(root: Path) -> None:
+def _write_root(root: Path, seed: int = ROOT_SEED) -> None:
     """A SynthML-like root: rendered motions, two captions each, attributes with stated lists."""
-    from data.motion_repr import joints_to_features
-    from data.synth.body import Subject
-    from data.synth.render import render_program
-
     for d in ("new_joint_vecs", "new_joints", "texts", "attributes"):
         (root / d).mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(seed)
     ids, feats_all = [], []
     for i in range(N_MOTIONS):
         mid = f"{i:06d}"
@@ -74,10 +77,19 @@ def engine_run(tmp_path_factory):
 def test_engine_writes_every_file_in_the_released_layout(engine_run):
     base, cfg, summary = engine_run
     out = Path(cfg.out_dir)
+    # one entry per caption window in stage 0 / T2M direct / M2T (motion 0 has a sub-clip caption),
+    # one per whole-clip caption in T2T, one per goal elsewhere
+    want = {k: N_MOTIONS for k in TASKS} | {k: N_MOTIONS + 1 for k in WINDOWED_TASKS}
+    want["t2t_prompt_analysis"] = 2 * N_MOTIONS
+    assert summary.entries == want
     for task, spec in TASKS.items():
         f = read_annotation_file(out / spec.file_name)
-        assert len(f.annotations) == N_MOTIONS, task
+        assert len(f.annotations) == want[task], task
+        assert [a.id for a in f.annotations] == list(range(want[task]))
         assert all(a.task == spec.task_string for a in f.annotations)
+        has_candidates = task.startswith("tm2") or task == "irmogen_cot"
+        assert all(bool(a.candidates) == has_candidates for a in f.annotations), task
+    assert summary.candidates["tm2t_assessment_analysis"] == 10 * N_MOTIONS
     assert summary.imperfect_motions == 4 * N_MOTIONS
     listed = (base / "root_a" / ENGINE_LIST).read_text().split()
     assert listed == [str(900000 + k) for k in range(4 * N_MOTIONS)]
@@ -93,10 +105,61 @@ def test_engine_writes_every_file_in_the_released_layout(engine_run):
     rows = [json.loads(x) for x in (out / STAGE3_FILE).read_text().splitlines()]
     assert len(rows) == summary.stage3_rows == 2 * N_MOTIONS + 1
     assert (rows[2]["f_tag"], rows[2]["to_tag"]) == (0.5, 2.5)
-    m2t = read_annotation_file(out / TASKS["m2t_motion_caption"].file_name).annotations[0]
-    assert [c.motions["<Goal_Motion>"].to_tag for c in m2t.candidates] == [0.0, 2.5]
     assert rows[0]["prompt"].endswith("\nGoal Text: " + rows[0]["caption"].rstrip(".") + ".\n\n Response:")
     assert sum(summary.attempts_drawn.values()) == 2 * N_MOTIONS
+
+
+@pytest.mark.parametrize("task", WINDOWED_TASKS)
+def test_each_caption_window_is_its_own_entry(engine_run, task):
+    """Entries = the distinct (clip, window) pairs of the caption files, each with that window's captions."""
+    base, cfg, _ = engine_run
+    want = {}
+    for i in range(N_MOTIONS):
+        for line in read_captions(base / "root_a" / "texts" / f"{i:06d}.txt"):
+            want.setdefault((f"{i:06d}", line.start, line.end), []).append(line.caption)
+    got = {}
+    for ann in read_annotation_file(Path(cfg.out_dir) / TASKS[task].file_name).annotations:
+        ref = ann.motions[GOAL_MOTION]
+        got[(ref.motion_name, ref.f_tag, ref.to_tag)] = list(ann.texts[GOAL_CAPTION])
+    assert got == want
+    assert ("000000", 0.5, 2.5) in got and len(got[("000000", 0.0, 0.0)]) == 2
+
+
+def test_every_imperfect_motion_is_its_stored_program(engine_run):
+    """For each change kind: the records rebuild the stored program, whose render is the written motion."""
+    base, _, _ = engine_run
+    root = base / "root_a"
+    kinds = set()
+    for mid in (root / ENGINE_LIST).read_text().split():
+        attrs = json.loads((root / "attributes" / f"{mid}.json").read_text())
+        goal_id = attrs["engine"]["goal"]
+        goal = MotionProgram.from_dict(
+            json.loads((root / "attributes" / f"{goal_id}.json").read_text())["program"]
+        )
+        program = MotionProgram.from_dict(attrs["program"])
+        changes = [Change.from_dict(c) for c in attrs["engine"]["changes"]]
+        kinds.update(c.kind for c in changes)
+        assert program != goal
+        assert apply_changes(goal, changes) == program, mid
+        joints = render_program(
+            program, Subject.from_dict(attrs["subject"]), attrs["style_seed"], "humanml3d"
+        )
+        feats = joints_to_features(joints.astype(np.float64), "humanml3d", continuous_yaw=True)
+        np.testing.assert_allclose(np.load(root / "new_joint_vecs" / f"{mid}.npy"), feats, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(
+            np.load(root / "new_joints" / f"{mid}.npy"), recover_from_ric(feats, 22), rtol=0, atol=1e-5
+        )
+    assert kinds == set(CHANGE_KINDS)
+
+
+def test_apply_changes_refuses_records_that_do_not_fit():
+    goal = MotionProgram((ActionSpec("walk", direction="forward", speed="slow", duration=4.0),), "single")
+    fast = apply_changes(goal, [Change("attr", 0, "speed", "slow", "fast")])
+    assert fast.actions[0].speed == "fast" and fast.actions[0].direction == "forward"
+    with pytest.raises(ValueError, match="speed='normal'"):
+        apply_changes(goal, [Change("attr", 0, "speed", "normal", "fast")])
+    with pytest.raises(ValueError, match="drop_second"):
+        apply_changes(goal, [Change("drop_second", 1, None, goal.actions[0], None)])
 
 
 def test_engine_output_passes_inspect_annotations(engine_run, capsys):
@@ -121,18 +184,25 @@ def test_engine_output_passes_inspect_annotations(engine_run, capsys):
     assert f"task irmogen_cot: {2 * N_MOTIONS} examples" in out
 
 
-def test_engine_is_deterministic_for_a_seed(engine_run):
+def test_workers_give_byte_identical_files(engine_run):
+    """Two render workers write the same annotation and motion files, byte for byte, as one."""
     base, cfg, _ = engine_run
-    cfg_b = EngineConfig(dataset_root=str(base / "root_b"), out_dir=str(base / "out_b"), seed=3)
+    cfg_b = EngineConfig(dataset_root=str(base / "root_b"), out_dir=str(base / "out_b"), seed=3, workers=2)
     run_engine(cfg_b)
-    for spec in TASKS.values():
-        a = json.loads((Path(cfg.out_dir) / spec.file_name).read_text())["annotations"]
-        b = json.loads((Path(cfg_b.out_dir) / spec.file_name).read_text())["annotations"]
-        assert a == b, spec.file_name
-    for k in (900000, 900013):
-        fa = np.load(base / "root_a" / "new_joint_vecs" / f"{k}.npy")
-        fb = np.load(base / "root_b" / "new_joint_vecs" / f"{k}.npy")
-        np.testing.assert_array_equal(fa, fb)
+    out_a, out_b = Path(cfg.out_dir), Path(cfg_b.out_dir)
+    for name in [spec.file_name for spec in TASKS.values()] + [STAGE3_FILE]:
+        assert (out_a / name).read_bytes() == (out_b / name).read_bytes(), name
+    listed = (base / "root_a" / ENGINE_LIST).read_text()
+    assert (base / "root_b" / ENGINE_LIST).read_text() == listed
+    for mid in listed.split():
+        for sub, ext in (
+            ("new_joint_vecs", "npy"),
+            ("new_joints", "npy"),
+            ("texts", "txt"),
+            ("attributes", "json"),
+        ):
+            a = (base / "root_a" / sub / f"{mid}.{ext}").read_bytes()
+            assert (base / "root_b" / sub / f"{mid}.{ext}").read_bytes() == a, (sub, mid)
 
 
 def test_rerun_is_idempotent_and_foreign_ids_are_refused(engine_run, tmp_path):
@@ -162,7 +232,6 @@ def test_assessments_are_true_by_construction():
     slow_to_fast = MotionProgram(
         (ActionSpec("walk", direction="forward", speed="fast", duration=4.0),), "single"
     )
-    from data.engine.perturb import Change
 
     ch = Change("attr", 0, "speed", "slow", "fast")
     a, r = assess([ch], goal, frozenset({(0, "direction")}), rng, 2)

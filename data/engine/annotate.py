@@ -2,16 +2,23 @@
 
 Pure functions (no I/O): ``Goal`` records (motion id, program, captions, stated attributes) plus
 each goal's imperfect ladder (``data.engine.perturb``) become ``Annotation`` objects in the released
-format (spec ``sft-and-inference.md`` sections 4.4, 5, 6). Per goal:
+format (spec ``sft-and-inference.md`` sections 4.4, 5, 6). Entries are one per caption window or
+caption, as in the released files; candidates (``candidate_motion_text``) appear only where the
+released files use them (TM2x and stage 2). Per goal:
 
-* stage 0, T2M direct, M2T: the goal motion with all its captions;
-* T2M detailed: four descriptions stating every attribute of the program;
-* T2T prompt analysis: one candidate per caption, four analyses of what that caption states;
-* TM2T assessment / refinement, TM2M direct / instructed: candidates = (the goal itself + each
-  imperfect variant) x captions, capped at ``tm_max_candidates`` (the goal itself always kept);
-  assessment and refinement phrasings are lists (one drawn per access);
-* stage 2: one candidate per caption, the goal plus ``<Intermediate_Motion_0..n-1>`` (worst first)
-  with one assessment object each, ``<Assess_Goal_Motion>`` saying no refinement is needed.
+* stage 0, T2M direct, M2T: one entry per caption window (the whole clip, ``f_tag = to_tag = 0``,
+  and each sub-clip ``#from#to`` of the caption file), holding that window's captions as the
+  ``<Goal_Caption>`` list; so an epoch sees whole clips and sub-clips in the dataset's proportion;
+* T2M detailed: one entry, four descriptions stating every attribute of the program;
+* T2T prompt analysis: one entry per caption, four analyses of what that caption states;
+* TM2T assessment / refinement, TM2M direct / instructed: one entry whose candidates are (the goal
+  itself + each imperfect variant) x captions, capped at ``tm_max_candidates`` (the goal itself
+  always kept); assessment and refinement phrasings are lists (one drawn per access);
+* stage 2: one entry, one candidate per caption, the goal plus ``<Intermediate_Motion_0..n-1>``
+  (worst first) with one assessment object each, ``<Assess_Goal_Motion>`` saying no refinement is
+  needed.
+
+Entries carry ``id=None``; the writer numbers them per file.
 """
 
 from __future__ import annotations
@@ -71,9 +78,9 @@ def _turns(task: str) -> tuple[Turn, Turn, Turn]:
     return (Turn("system", t.system), Turn("human", t.user), Turn("gpt", t.answer))
 
 
-def _ann(task: str, idx: int, motions: dict, texts: dict, candidates: Sequence[Candidate] = ()) -> Annotation:
+def _ann(task: str, motions: dict, texts: dict, candidates: Sequence[Candidate] = ()) -> Annotation:
     return Annotation(
-        id=idx,
+        id=None,
         task=TASKS[task].task_string,
         motions=motions,
         texts=texts,
@@ -94,47 +101,38 @@ def _caption_motion(goal: Goal, caption_idx: int) -> MotionRef:
     return MotionRef(goal.motion_id, f, t)
 
 
-def caption_tasks(goal: Goal, idx: dict[str, int]) -> dict[str, Annotation]:
-    """Stage-0, T2M-direct and M2T entries (need no attributes)."""
+def caption_tasks(goal: Goal) -> dict[str, list[Annotation]]:
+    """Stage-0, T2M-direct and M2T entries, one per caption window (need no attributes)."""
     groups = _by_window(goal)
-    out = {}
-    for task in ("stage0_t2m", "t2m_direct_generation", "m2t_motion_caption"):
-        cands = [Candidate({GOAL_MOTION: ref}, {GOAL_CAPTION: tuple(caps)}) for ref, caps in groups]
-        first = cands[0]
-        out[task] = _ann(
-            task, idx[task], dict(first.motions), dict(first.texts), cands if len(cands) > 1 else ()
-        )
-    return out
+    return {
+        task: [_ann(task, {GOAL_MOTION: ref}, {GOAL_CAPTION: tuple(caps)}) for ref, caps in groups]
+        for task in ("stage0_t2m", "t2m_direct_generation", "m2t_motion_caption")
+    }
 
 
 def attribute_tasks(
     goal: Goal,
     variants: Sequence[Variant],
     rng: np.random.Generator,
-    idx: dict[str, int],
     phrasings: int = 3,
     tm_max_candidates: int = 10,
-) -> dict[str, Annotation]:
-    """T2M-detailed, T2T, the four TM2x tasks and the stage-2 entry of one goal."""
+) -> dict[str, list[Annotation]]:
+    """T2M-detailed, T2T (one entry per caption), the four TM2x tasks and the stage-2 entry of one goal."""
     assert goal.program is not None and len(goal.stated) == len(goal.captions)
     prog = goal.program
-    out: dict[str, Annotation] = {}
+    out: dict[str, list[Annotation]] = {}
     whole = _caption_motion(goal, 0)
-    out["t2m_detailed_prompt_generation"] = _ann(
-        "t2m_detailed_prompt_generation",
-        idx["t2m_detailed_prompt_generation"],
-        {GOAL_MOTION: whole},
-        {GOAL_CAPTION: tuple(detailed_descriptions(prog))},
-    )
-    t2t = [
-        Candidate(
-            {}, {GOAL_CAPTION: (cap,), GOAL_ANALYSIS: tuple(analyses(prog, st))}, f"{goal.motion_id}_{i}"
+    out["t2m_detailed_prompt_generation"] = [
+        _ann(
+            "t2m_detailed_prompt_generation",
+            {GOAL_MOTION: whole},
+            {GOAL_CAPTION: tuple(detailed_descriptions(prog))},
         )
-        for i, (cap, st) in enumerate(zip(goal.captions, goal.stated, strict=True))
     ]
-    out["t2t_prompt_analysis"] = _ann(
-        "t2t_prompt_analysis", idx["t2t_prompt_analysis"], {}, dict(t2t[0].texts), t2t
-    )
+    out["t2t_prompt_analysis"] = [
+        _ann("t2t_prompt_analysis", {}, {GOAL_CAPTION: (cap,), GOAL_ANALYSIS: tuple(analyses(prog, st))})
+        for cap, st in zip(goal.captions, goal.stated, strict=True)
+    ]
 
     # TM2x candidates: (goal itself | variant) x caption
     pairs: list[tuple[MotionRef, int, tuple[list[str], list[str]]]] = []
@@ -166,7 +164,7 @@ def attribute_tasks(
         ("tm2m_direct_refinement", tm_m),
         ("tm2m_instructed_refinement", tm_m),
     ):
-        out[task] = _ann(task, idx[task], dict(cands[0].motions), dict(cands[0].texts), cands)
+        out[task] = [_ann(task, dict(cands[0].motions), dict(cands[0].texts), cands)]
 
     # stage 2: one candidate per caption
     cot = []
@@ -184,7 +182,5 @@ def attribute_tasks(
             motions[intermediate_key(k)] = MotionRef(v.motion_id)
             texts[assess_key(intermediate_key(k))] = Assessment(a_list[0], r_list[0])
         cot.append(Candidate(motions, texts, f"{goal.motion_id}_{ci}"))
-    out["irmogen_cot"] = _ann(
-        "irmogen_cot", idx["irmogen_cot"], dict(cot[0].motions), dict(cot[0].texts), cot
-    )
+    out["irmogen_cot"] = [_ann("irmogen_cot", dict(cot[0].motions), dict(cot[0].texts), cot)]
     return out

@@ -17,6 +17,10 @@ Change kinds (``Change.kind``): ``attr`` (direction, speed, repetitions, limb, a
 ``truncate`` (shorter locomotion ``duration`` or fewer repetitions), ``family`` (the whole motion
 replaced by an unrelated action), ``drop_second`` (the second action is missing), ``replace_second``
 (a different second action), ``swap_order`` (the two actions in the wrong order).
+
+``apply_changes(goal, changes)`` rebuilds an imperfect program from its goal and its change records
+(checking each record's goal value on the way), so a record set that does not describe the imperfect
+program exactly is caught (the engine stores both in ``attributes/<id>.json``).
 """
 
 from __future__ import annotations
@@ -72,6 +76,23 @@ class Change:
             "goal": conv(self.goal),
             "got": conv(self.got),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Change:
+        """Inverse of ``to_dict`` (programs and actions come back as ``MotionProgram``/``ActionSpec``)."""
+        kind = data["kind"]
+        if kind not in CHANGE_KINDS:
+            raise ValueError(f"change kind {kind!r} unknown; known: {CHANGE_KINDS}")
+        goal, got = data.get("goal"), data.get("got")
+        if kind == "family":
+            goal, got = MotionProgram.from_dict(goal), MotionProgram.from_dict(got)
+        elif kind in ("drop_second", "replace_second", "swap_order"):
+            goal = ActionSpec.from_dict(goal, "change.goal")
+            got = ActionSpec.from_dict(got, "change.got") if got is not None else None
+        return cls(kind, int(data.get("action", 0)), data.get("attr"), goal, got)
+
+
+CHANGE_KINDS = ("attr", "truncate", "family", "drop_second", "replace_second", "swap_order")
 
 
 @dataclass(frozen=True)
@@ -226,6 +247,49 @@ def _one_change(
 
 
 _INDEX_MAPS = {"drop_second": [0], "replace_second": [0, None], "swap_order": [1, 0]}
+
+
+def apply_changes(goal: MotionProgram, changes: Iterable[Change]) -> MotionProgram:
+    """The imperfect program that ``changes`` (in ladder order) make of ``goal``.
+
+    Structural kinds act on the program as it is; ``attr``/``truncate`` act on goal action
+    ``change.action`` wherever it now sits. Raises ``ValueError`` when a record does not fit the
+    program (its ``goal`` value differs, or its action is gone), i.e. when the records are not the
+    truth about the imperfect program.
+    """
+    program = goal
+    index_map: list[int | None] = list(range(len(goal.actions)))
+    for ch in changes:
+        acts = program.actions
+        if ch.kind == "family":
+            if ch.goal != program:
+                raise ValueError(f"family change recorded against {ch.goal}, applied to {program}")
+            program, index_map = ch.got, [None] * len(ch.got.actions)
+            continue
+        if ch.kind in _INDEX_MAPS:
+            if len(acts) != 2 or acts[1 if ch.kind != "swap_order" else 0] != ch.goal:
+                raise ValueError(f"{ch.kind} records goal action {ch.goal}, program has {acts}")
+            if ch.kind == "drop_second":
+                program = MotionProgram((acts[0],), "single")
+            elif ch.kind == "replace_second":
+                program = MotionProgram((acts[0], ch.got), program.relation)
+            else:
+                if acts[1] != ch.got:
+                    raise ValueError(f"swap_order records second action {ch.got}, program has {acts[1]}")
+                program = MotionProgram((acts[1], acts[0]), program.relation)
+            index_map = [index_map[i] if i is not None else None for i in _INDEX_MAPS[ch.kind]]
+            continue
+        if ch.action not in index_map:
+            raise ValueError(f"{ch.kind} change on goal action {ch.action}, which {program} no longer has")
+        pos = index_map.index(ch.action)
+        if getattr(acts[pos], ch.attr) != ch.goal:
+            raise ValueError(
+                f"{ch.kind} records {ch.attr}={ch.goal!r}, action has {getattr(acts[pos], ch.attr)!r}"
+            )
+        new = list(acts)
+        new[pos] = acts[pos].with_(**{ch.attr: ch.got})
+        program = MotionProgram(tuple(new), program.relation)
+    return program
 
 
 def imperfect_ladder(

@@ -20,14 +20,21 @@ every motion against the one dataset root, as the released files do. ``imperfect
 them to another root in the same layout; readers then add it as an extra motion root
 (``inspect_annotations --extra-root``, ``MotionResolver(roots=[dataset_root, imperfect_root])``).
 
+Entries follow the released files (``data.engine.annotate``): stage 0, T2M direct and M2T hold one
+entry per caption window (whole clip or ``#from#to`` sub-clip), T2T one per caption; candidates only
+in the TM2x and stage-2 files. Entry ids count from 0 in each file.
+
 Deterministic for a seed: every goal's ladder and texts come from ``default_rng([seed, crc32(id)])``
-and rendering is a pure function of (program, subject, style seed), whatever ``workers`` is.
+and rendering is a pure function of (program, subject, style seed), whatever ``workers`` is; the
+annotation files and motion files are byte-identical across runs and worker counts (their ``info``
+carries no wall-clock time; ``engine_summary.json`` records timing).
 Goals without attributes (e.g. real HumanML3D) get only the caption tasks (stage 0, T2M direct,
 M2T) and stage-3 rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -50,7 +57,11 @@ from data.engine.perturb import Stated, imperfect_ladder
 from data.layout import DatasetFileError, DatasetPaths, read_captions, read_split
 from data.sft_examples import build_cot_prompt, choose_attempts, is_no_refinement
 from data.specs import get_dataset_spec
+from data.synth.body import Subject
+from data.synth.captions import caption_program
 from data.synth.program import ATTRIBUTES, MotionProgram
+from data.synth.render import render_program
+from data.synth.writer import write_motion
 
 logger = logging.getLogger(__name__)
 
@@ -248,11 +259,6 @@ def _render_write(job: tuple[str, str, dict, dict, int, str, dict]) -> str:
     The motion gets its own captions (``caption_program``, seeded by its id) so that the files are
     a complete SynthML motion; ``attributes/<id>.json`` also holds ``engine`` (goal id, rung, changes).
     """
-    from data.synth.body import Subject
-    from data.synth.captions import caption_program
-    from data.synth.render import render_program
-    from data.synth.writer import write_motion
-
     root, mid, program, subject, style_seed, dataset, meta = job
     prog = MotionProgram.from_dict(program)
     joints = render_program(prog, Subject.from_dict(subject), style_seed, dataset)
@@ -352,29 +358,27 @@ def run_engine(cfg: EngineConfig) -> EngineSummary:
     for rec in records:
         g = rec.goal
         rng = np.random.default_rng([cfg.seed, zlib.crc32(g.motion_id.encode()), 1])
-        idx = {k: len(v) for k, v in per_task.items()}
-        anns = caption_tasks(g, idx)
+        anns = caption_tasks(g)
         gw = whole.get(g.motion_id)
         if gw is not None:
-            anns.update(
-                attribute_tasks(gw, variants[g.motion_id], rng, idx, cfg.phrasings, cfg.tm_max_candidates)
-            )
-            for cand in anns["irmogen_cot"].candidates:
+            anns.update(attribute_tasks(gw, variants[g.motion_id], rng, cfg.phrasings, cfg.tm_max_candidates))
+            for cand in anns["irmogen_cot"][0].candidates:
                 failed_hist[sum(1 for k, v in cand.texts.items() if k.startswith("<Assess_Intermediate")
                                 and not is_no_refinement(v.refinement))] += 1  # fmt: skip
-        for k, a in anns.items():
-            per_task[k].append(a)
-    info_time = time.strftime("%Y-%m-%d %H:%M:%S")
+        for k, entries in anns.items():
+            first = len(per_task[k])
+            per_task[k].extend(dataclasses.replace(a, id=first + i) for i, a in enumerate(entries))
     for task, anns in per_task.items():
         if not anns:
             continue  # e.g. attribute tasks for a dataset without attributes
-        # the released envelopes: {} (stage 0), num_instances/time (1), datetime/num_annotations (2)
+        # the released envelopes: {} (stage 0), num_instances/time (1), datetime/num_annotations (2);
+        # the time is left empty so that a run's files are a function of its config and data
         stage = TASKS[task].stage
         info: dict[str, Any] = {}
         if stage == 1:
-            info = {"num_instances": str(len(anns)), "time": info_time}
+            info = {"num_instances": str(len(anns)), "time": ""}
         elif stage == 2:
-            info = {"datetime": info_time, "num_annotations": str(len(anns))}
+            info = {"datetime": "", "num_annotations": str(len(anns))}
         if stage:
             info.update(generator="data.engine", seed=cfg.seed)
         write_annotation_file(out / TASKS[task].file_name, anns, info)
