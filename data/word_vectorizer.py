@@ -164,8 +164,12 @@ class WordVectorizer:
 
     Raises:
         WordVectorFileError: a file is missing or unreadable, the data array is not ``(N, word_dim)``
-            finite floats, the word list and index disagree, an index entry is outside ``[0, N)``,
-            or ``sos``/``eos``/``unk`` are missing.
+            finite floats, an index row is outside ``[0, N)``, a listed word has no index row, or
+            ``sos``/``eos``/``unk`` are missing from the word list.
+
+    As in the published reader, the data array may hold more rows than there are words (a warning
+    is logged), and index entries for words that are not in the list are ignored (they look up as
+    unknown words).
     """
 
     def __init__(self, glove_dir: str | Path, prefix: str = "our_vab", word_dim: int | None = WORD_DIM):
@@ -205,22 +209,40 @@ class WordVectorizer:
         ]
         if bad:
             raise WordVectorFileError(f"{idx_file}: entries must map str -> int, got e.g. {bad[:3]}")
+        # The published reader builds {w: data[word2idx[w]] for w in words}: it needs every index
+        # row to exist in the data array and every listed word to have a row, nothing more.
         out_of_range = [(w, i) for w, i in word2idx.items() if not 0 <= i < n]
         if out_of_range:
+            w0, i0 = out_of_range[0]
             raise WordVectorFileError(
-                f"{idx_file}: {len(out_of_range)} row(s) outside [0, {n}) of {data_file.name} "
-                f"(e.g. {out_of_range[:3]}); the files come from different vocabularies"
+                f"{idx_file}: row {i0} (word {w0!r}) is outside the {n} rows of {data_file.name}; "
+                f"{len(out_of_range)} such row(s), e.g. {out_of_range[:3]}; the files come from "
+                "different vocabularies"
             )
-        missing = [w for w in SPECIAL_WORDS if w not in word2idx]
+        unindexed = [w for w in words if w not in word2idx]
+        if unindexed:
+            raise WordVectorFileError(
+                f"{words_file}: {len(unindexed)} word(s) have no row in {idx_file.name} (e.g. "
+                f"{unindexed[:5]}); the files come from different vocabularies"
+            )
+        missing = [w for w in SPECIAL_WORDS if w not in words]
         if missing:
-            raise WordVectorFileError(f"{idx_file}: special word(s) {missing} missing from the vocabulary")
+            raise WordVectorFileError(f"{words_file}: special word(s) {missing} missing from the vocabulary")
         if len(words) != n:
-            raise WordVectorFileError(
-                f"{words_file}: {len(words)} words but {data_file.name} has {n} rows; the files come "
-                "from different vocabularies"
-            )
-        if set(words) != set(word2idx):
-            raise WordVectorFileError(f"{words_file} and {idx_file} list different words")
+            logger.warning(
+                "%s: %d words but %s has %d rows; accepted because every row named in %s exists "
+                "(as the published reader does)",
+                words_file, len(words), data_file.name, n, idx_file.name,
+            )  # fmt: skip
+        listed = set(words)
+        unlisted = sorted(set(word2idx) - listed)
+        if unlisted:
+            # Like the published reader, only listed words are vocabulary; the others map to unk.
+            logger.warning(
+                "%s: %d word(s) are not in %s and are treated as unknown (e.g. %s)",
+                idx_file, len(unlisted), words_file.name, unlisted[:5],
+            )  # fmt: skip
+            word2idx = {w: i for w, i in word2idx.items() if w in listed}
         self.vectors: np.ndarray = data.astype(np.float32, copy=False)
         """(N, word_dim) float32 word vectors."""
         self.words: list[str] = words

@@ -1,10 +1,15 @@
-"""Stick-figure animations of motions (GIF, and MP4 when ffmpeg is on PATH).
+"""Stick-figure animations of motions (GIF, and MP4 when imageio can write one).
 
 Joints ``(T, J, 3)`` (Y up) or features ``(T, D)`` (decoded with
 ``data.motion_repr.recover_from_ric``) are drawn as the dataset's kinematic chains (right side
 red, left side blue, spine dark), over a floor grid, with the root's past trajectory on the floor.
 The camera follows the root, so the floor grid and the trajectory show the displacement. Several
 motions render side by side with titles; shorter ones hold their last frame.
+
+Files are written through ``imageio``: GIFs with its Pillow plugin (each frame quantised to 64
+colours as it is added, so long side-by-side renders stay small in memory), MP4s (H.264) with its
+FFMPEG plugin, which needs the ``imageio-ffmpeg`` package (it ships an ffmpeg binary;
+``IMAGEIO_FFMPEG_EXE`` selects another one).
 
 Speed: the figure and its artists are built once and updated with ``set_data_3d`` /
 ``set_segments`` per frame at low dpi, with the axes hidden; a 196-frame single-panel GIF takes a
@@ -22,20 +27,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
-import subprocess
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+import imageio.v2 as iio_v2
+import imageio.v3 as iio
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from mpl_toolkits.mplot3d import Axes3D  # noqa: F401  (registers the "3d" projection)
 from mpl_toolkits.mplot3d.art3d import Line3DCollection
-from PIL import Image
 
 from data.layout import DatasetPaths, load_features, load_joints, load_npy, read_captions, read_split
+from data.motion_repr import recover_from_ric
 from data.specs import DATASET_NAMES, DatasetSpec, get_dataset_spec
 
 logger = logging.getLogger(__name__)
@@ -48,6 +53,8 @@ _GRID_LINES = 9
 _TITLE_WIDTH = 40
 """Title characters per line (8 pt on a 3-inch panel)."""
 _TITLE_LINE_INCHES = 0.15
+_GIF_PALETTE_BITS = 6
+"""GIF frames are quantised to 2**6 = 64 colours (flat-coloured lines on white need no more)."""
 
 
 def chain_colors(spec: DatasetSpec) -> list[str]:
@@ -74,8 +81,6 @@ def to_joints(motion: np.ndarray, spec: DatasetSpec | str) -> np.ndarray:
     if motion.ndim == 3 and motion.shape[1:] == (spec.joints_num, 3):
         joints = motion
     elif motion.ndim == 2 and motion.shape[1] == spec.feat_dim:
-        from data.motion_repr import recover_from_ric
-
         joints = np.asarray(recover_from_ric(motion, spec.joints_num), dtype=np.float32)
     else:
         raise ValueError(
@@ -205,13 +210,25 @@ class MotionFigure:
         return np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()
 
 
-def _ffmpeg_writer(path: Path, width: int, height: int, fps: float) -> subprocess.Popen:
-    cmd = [
-        "ffmpeg", "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-        "-s", f"{width}x{height}", "-r", f"{fps}", "-i", "-",
-        "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-pix_fmt", "yuv420p", "-vcodec", "libx264", str(path),
-    ]  # fmt: skip
-    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+def mp4_available() -> bool:
+    """Whether imageio can write MP4 here (``imageio-ffmpeg`` installed and its ffmpeg found)."""
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return False
+    try:
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _even(rgb: np.ndarray) -> np.ndarray:
+    """Pad ``(H, W, 3)`` with white to even H and W (H.264 in yuv420p needs even sizes)."""
+    pad_h, pad_w = rgb.shape[0] % 2, rgb.shape[1] % 2
+    if not (pad_h or pad_w):
+        return rgb
+    return np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), constant_values=255)
 
 
 def render_motions(
@@ -234,8 +251,8 @@ def render_motions(
         spec: dataset spec or name (skeleton, view radius ``plot_radius``, default fps).
         titles: one title per motion (wrapped).
         fps: playback rate (default ``spec.fps``).
-        mp4: ``"auto"`` writes an MP4 too when ``ffmpeg`` is on PATH, ``"yes"`` requires it,
-            ``"no"`` skips it.
+        mp4: ``"auto"`` writes an MP4 too when imageio can (:func:`mp4_available`), ``"yes"``
+            requires it, ``"no"`` skips it.
         still_frame: also save frame ``still_frame`` as ``<out>.frame<k>.png``.
         dpi: resolution (80 gives 240 px per 3-inch panel).
 
@@ -249,38 +266,39 @@ def render_motions(
         raise ValueError(f"output must be a .gif path, got {out}")
     if mp4 not in ("auto", "yes", "no"):
         raise ValueError(f"mp4 must be auto, yes or no, got {mp4!r}")
-    ffmpeg = shutil.which("ffmpeg")
-    if mp4 == "yes" and ffmpeg is None:
-        raise RuntimeError("mp4='yes' but ffmpeg is not on PATH; install ffmpeg or use mp4='auto'")
+    write_mp4 = mp4 == "yes" or (mp4 == "auto" and mp4_available())
+    if mp4 == "yes" and not mp4_available():
+        raise RuntimeError(
+            "mp4='yes' but imageio cannot write MP4: install the imageio-ffmpeg package "
+            "(pip install imageio-ffmpeg) or use mp4='auto'"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     fig = MotionFigure(motions, spec, titles, dpi=dpi)
     written = [out]
-    frames: list[Image.Image] = []
-    proc = None
-    try:
-        for t in range(fig.n_frames):
-            rgb = fig.frame(t)
-            if t == 0 and mp4 != "no" and ffmpeg is not None:
-                proc = _ffmpeg_writer(out.with_suffix(".mp4"), rgb.shape[1], rgb.shape[0], fps)
-            if proc is not None:
-                proc.stdin.write(rgb.tobytes())
-            if still_frame is not None and t == min(still_frame, fig.n_frames - 1):
-                png = out.with_suffix(f".frame{t}.png")
-                Image.fromarray(rgb).save(png)
-                written.append(png)
-            # Quantise now: 1 byte per pixel instead of 3 keeps long side-by-side renders small.
-            frames.append(Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=64))
-    finally:
-        if proc is not None:
-            proc.stdin.close()
-            err = proc.stderr.read().decode()
-            if proc.wait() != 0:
-                raise RuntimeError(f"ffmpeg failed writing {out.with_suffix('.mp4')}: {err.strip()}")
-    if proc is not None:
-        written.insert(1, out.with_suffix(".mp4"))
-    frames[0].save(
-        out, save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0, disposal=1
-    )
+    mp4_path = out.with_suffix(".mp4")
+    gif_args = {"duration": round(1000 / fps), "loop": 0, "disposal": 1, "bits": _GIF_PALETTE_BITS}
+    with iio.imopen(out, "w", plugin="pillow") as gif:
+        video = (
+            iio_v2.get_writer(mp4_path, format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                              pixelformat="yuv420p", macro_block_size=2, ffmpeg_log_level="error")
+            if write_mp4
+            else None
+        )  # fmt: skip
+        try:
+            for t in range(fig.n_frames):
+                rgb = fig.frame(t)
+                gif.write(rgb, is_batch=False, **gif_args)
+                if video is not None:
+                    video.append_data(_even(rgb))
+                if still_frame is not None and t == min(still_frame, fig.n_frames - 1):
+                    png = out.with_suffix(f".frame{t}.png")
+                    iio.imwrite(png, rgb)
+                    written.append(png)
+        finally:
+            if video is not None:
+                video.close()
+    if video is not None:
+        written.insert(1, mp4_path)
     logger.info("wrote %s (%d frames, %.1f fps)", ", ".join(map(str, written)), fig.n_frames, fps)
     return written
 
@@ -296,7 +314,7 @@ def render_frame(
 ) -> Path:
     """Save a single frame of the side-by-side figure as a PNG."""
     fig = MotionFigure(motions, spec, titles, dpi=dpi)
-    Image.fromarray(fig.frame(frame)).save(out)
+    iio.imwrite(out, fig.frame(frame))
     return Path(out)
 
 
@@ -325,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--npy", nargs="+", type=Path, help="joints (T,J,3) or features (T,D) files, side by side")
     p.add_argument("--titles", nargs="+", help="titles for --npy files (default: file names)")
     p.add_argument("--fps", type=float, help="playback fps (default: the dataset's)")
-    p.add_argument("--mp4", choices=("auto", "yes", "no"), default="auto", help="also write MP4 via ffmpeg")
+    p.add_argument(
+        "--mp4", choices=("auto", "yes", "no"), default="auto", help="also write MP4 (needs imageio-ffmpeg)"
+    )
     p.add_argument("--still", type=int, help="also save this frame as a PNG")
     return p
 

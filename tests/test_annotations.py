@@ -471,7 +471,10 @@ def test_example_set_over_several_files_is_seeded(tmp_path):
     b = write(tmp_path, "b.json", [COT_ENTRY])
     ds = AnnotationExampleSet(f"{a}:{b}", MappingCodeSource(CODES), PromptPools.builtin(), seed=1)
     assert len(ds) == 2 and ds.example(1).task == "irmogen_cot"
-    assert ds.example(1, epoch=2).text == ds.example(1, epoch=2).text
+    # Drawn from (seed, epoch, index) only: a fresh set that builds other examples first agrees.
+    fresh = AnnotationExampleSet(f"{a}:{b}", MappingCodeSource(CODES), PromptPools.builtin(), seed=1)
+    fresh.example(0, epoch=5)
+    assert [fresh.example(1, epoch=e).text for e in (2, 0)] == [ds.example(1, epoch=e).text for e in (2, 0)]
     assert len({ds.example(1, epoch=e).meta["num_attempts"] for e in range(30)}) > 1
 
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from data.config import load_config
 from data.engine.run import EngineConfig
@@ -35,10 +36,22 @@ def test_configs_exist_for_every_dataset():
     assert not unknown, f"configs without a registered stage dataclass: {unknown}"
 
 
+def _assert_holds(cfg: object, data: dict, where: str) -> None:
+    """Every key of the YAML mapping ``data`` arrived in ``cfg`` with its value (nested sections too)."""
+    for key, value in data.items():
+        got = getattr(cfg, key)
+        if isinstance(value, dict) and not isinstance(got, dict):
+            _assert_holds(got, value, f"{where}.{key}")
+        else:
+            got = list(got) if isinstance(got, tuple) else got
+            assert got == value, f"{where}.{key}: YAML {value!r}, config holds {got!r}"
+
+
 @pytest.mark.parametrize("path", ALL_YAML, ids=lambda p: p.relative_to(CONFIGS).as_posix())
 def test_config_loads(path: Path):
     cfg = load_config(STAGES[path.stem], path)
     assert isinstance(cfg, STAGES[path.stem])
+    _assert_holds(cfg, yaml.safe_load(path.read_text()) or {}, path.name)
     dataset = getattr(cfg, "dataset", None)
     if dataset is not None and path.parent.name in ("humanml3d", "kit"):
         from data.specs import get_dataset_spec

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
+import imageio.v2 as iio_v2
 import numpy as np
 import pytest
 from PIL import Image
 
+import eval.render as render_module
 from data.motion_fixtures import rest_pose
 from data.specs import get_dataset_spec
-from eval.render import chain_colors, main, render_frame, render_motions, to_joints
+from eval.render import chain_colors, main, mp4_available, render_frame, render_motions, to_joints
 
 SPEC = get_dataset_spec("humanml3d")
 
@@ -71,19 +72,49 @@ def test_inputs_and_colours():
         to_joints(np.zeros((5, 21, 3)), SPEC)
 
 
+def test_gif_palette_and_still_frame(tmp_path: Path):
+    out = render_motions([_standing(5)], tmp_path / "p.gif", mp4="no", still_frame=99)
+    assert out == [tmp_path / "p.gif", tmp_path / "p.frame4.png"]  # clamped to the last frame
+    with Image.open(out[0]) as im:
+        assert im.mode == "P" and len(im.getpalette()) // 3 <= 64
+        assert im.info["loop"] == 0
+    still = np.asarray(Image.open(out[1]).convert("RGB"))
+    assert still.shape[2] == 3 and (still < 128).any() and (still > 200).any()  # figure on white
+
+
 def test_features_are_decoded(tmp_path: Path):
-    pytest.importorskip("data.motion_repr")
     feats = np.zeros((8, SPEC.feat_dim), np.float32)
-    feats[:, 3] = 0.9  # root height
+    feats[:, 3] = 0.9  # root height; zero RIC puts every other joint at the origin
     joints = to_joints(feats, SPEC)
     assert joints.shape == (8, 22, 3)
+    np.testing.assert_allclose(joints[:, 0], np.tile([0.0, 0.9, 0.0], (8, 1)), atol=1e-7)
+    np.testing.assert_allclose(joints[:, 1:], 0.0, atol=1e-7)
     assert _gif_info(render_motions([feats], tmp_path / "f.gif", mp4="no")[0])[0] == 8
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
+def test_mp4_needs_imageio_ffmpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(render_module, "mp4_available", lambda: False)
+    with pytest.raises(RuntimeError, match="install the imageio-ffmpeg package"):
+        render_motions([_standing(3)], tmp_path / "y.gif", mp4="yes")
+    assert not (tmp_path / "y.gif").exists()
+    # auto: the GIF alone.
+    assert render_motions([_standing(3)], tmp_path / "a.gif", mp4="auto") == [tmp_path / "a.gif"]
+    assert not (tmp_path / "a.mp4").exists()
+
+
+@pytest.mark.skipif(not mp4_available(), reason="imageio-ffmpeg not installed")
 def test_mp4_written(tmp_path: Path):
-    out = render_motions([_standing(6)], tmp_path / "m.gif", mp4="yes")
-    assert out[1].suffix == ".mp4" and out[1].stat().st_size > 0
+    out = render_motions([_standing(6)], tmp_path / "m.gif", mp4="yes", fps=10, still_frame=2)
+    assert out == [tmp_path / "m.gif", tmp_path / "m.mp4", tmp_path / "m.frame2.png"]
+    with iio_v2.get_reader(out[1], format="FFMPEG") as reader:
+        assert reader.count_frames() == 6
+        meta = reader.get_meta_data()
+        frame = reader.get_data(0)
+    assert meta["fps"] == 10 and meta["codec"] == "h264"
+    width, height = _gif_info(out[0])[1]
+    # Even size for yuv420p: the odd GIF size is padded by at most one pixel.
+    assert frame.shape[:2] == (height + height % 2, width + width % 2)
+    assert frame.shape[0] % 2 == 0 and frame.shape[1] % 2 == 0
 
 
 def test_cli_dataset_and_npy(tiny_dataset: Path, tmp_path: Path):

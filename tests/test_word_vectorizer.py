@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from data.word_vectorizer import (
     save_word_vectors,
     word_vector_files,
 )
+from tests.golden_data import GOLDEN_DIR
 
 
 def _pos(onehot: np.ndarray) -> str:
@@ -114,10 +117,76 @@ def test_file_errors(tmp_path: Path):
     save_word_vectors(tmp_path, words, np.zeros((4, 300), np.float32))
     with open(word_vector_files(tmp_path)[2], "wb") as f:
         pickle.dump({"sos": 0, "eos": 1, "unk": 2, "walk": 7}, f)
-    with pytest.raises(WordVectorFileError, match=r"our_vab_idx.pkl.*outside \[0, 4\)"):
+    with pytest.raises(
+        WordVectorFileError, match=r"our_vab_idx.pkl: row 7 \(word 'walk'\) is outside the 4 rows"
+    ):
         WordVectorizer(tmp_path)
     word_vector_files(tmp_path)[1].unlink()
     with pytest.raises(WordVectorFileError, match="our_vab_words.pkl"):
+        WordVectorizer(tmp_path)
+
+
+def test_golden_glove_with_more_rows_than_words_loads_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """The published reader accepts 20 words over 23 rows (rows picked by the index, not the list)."""
+    glove = tmp_path / "glove"
+    shutil.copytree(GOLDEN_DIR / "glove", glove)
+    data = np.load(glove / "our_vab_data.npy")
+    assert data.shape == (23, 300)
+    with caplog.at_level(logging.WARNING, logger="data.word_vectorizer"):
+        wv = WordVectorizer(glove)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "20 words but our_vab_data.npy has 23 rows" in warnings[0]
+    assert len(wv) == 20
+    # sos sits in row 14 and walk in row 2 of the data (list positions 0 and 5).
+    np.testing.assert_array_equal(wv["sos/OTHER"][0], data[14])
+    np.testing.assert_array_equal(wv["walk/VERB"][0], data[2])
+    np.testing.assert_array_equal(wv["zebra/NOUN"][0], data[wv.word2idx["unk"]])
+
+
+def test_bad_index_row_is_an_error_naming_file_and_row(tmp_path: Path):
+    words = ["sos", "eos", "unk", "walk"]
+    save_word_vectors(tmp_path, words, np.zeros((4, 300), np.float32))
+    # Extra data rows are fine; an index row past the data array is not.
+    np.save(word_vector_files(tmp_path)[0], np.zeros((6, 300), np.float32))
+    with open(word_vector_files(tmp_path)[2], "wb") as f:
+        pickle.dump({"sos": 0, "eos": 1, "unk": 5, "walk": 6}, f)
+    with pytest.raises(
+        WordVectorFileError, match=r"our_vab_idx.pkl: row 6 \(word 'walk'\) is outside the 6 rows"
+    ):
+        WordVectorizer(tmp_path)
+    with open(word_vector_files(tmp_path)[2], "wb") as f:
+        pickle.dump({"sos": 0, "eos": 1, "unk": 5, "walk": -1}, f)
+    with pytest.raises(WordVectorFileError, match=r"row -1 \(word 'walk'\)"):
+        WordVectorizer(tmp_path)
+
+
+def test_word_list_and_index_disagreements(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    words = ["sos", "eos", "unk", "walk", "run"]
+    data = np.arange(5, dtype=np.float32)[:, None] * np.ones((5, 300), np.float32)
+    save_word_vectors(tmp_path, words, data)
+    idx_file = word_vector_files(tmp_path)[2]
+    # A listed word without an index row: the published reader fails on it (KeyError); so do we.
+    with open(idx_file, "wb") as f:
+        pickle.dump({"sos": 0, "eos": 1, "unk": 2, "walk": 3}, f)
+    with pytest.raises(
+        WordVectorFileError, match=r"our_vab_words.pkl: 1 word\(s\) have no row in our_vab_idx.pkl.*'run'"
+    ):
+        WordVectorizer(tmp_path)
+    # An indexed word that is not listed is no vocabulary word (the published reader only builds
+    # vectors for listed words): it looks up as unk, with a warning.
+    with open(idx_file, "wb") as f:
+        pickle.dump({"sos": 0, "eos": 1, "unk": 2, "walk": 3, "run": 4, "jog": 4}, f)
+    with caplog.at_level(logging.WARNING, logger="data.word_vectorizer"):
+        wv = WordVectorizer(tmp_path)
+    assert any("'jog'" in r.getMessage() and "unknown" in r.getMessage() for r in caplog.records)
+    assert "jog" not in wv and wv["jog/VERB"][0][0] == 2.0 and wv["run/VERB"][0][0] == 4.0
+    # Special words must be listed.
+    save_word_vectors(tmp_path, words, data)
+    with open(word_vector_files(tmp_path)[1], "wb") as f:
+        pickle.dump(["sos", "eos", "walk", "run"], f)
+    with pytest.raises(WordVectorFileError, match=r"our_vab_words.pkl: special word\(s\) \['unk'\] missing"):
         WordVectorizer(tmp_path)
 
 
