@@ -29,6 +29,7 @@ from data.annotations import MotionMissingError, MotionRef, MotionResolver
 from data.layout import DatasetFileError
 from data.motion_tokens import DEFAULT_NB_CODE
 from data.normalization import FeatureNorm
+from data.vq_data import read_code_file
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,6 @@ class CodesDirSource:
     _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def _load(self, ref: MotionRef) -> np.ndarray:
-        from data.vq_data import read_code_file
-
         mid = self.resolver.file_id(ref)
         if mid not in self._cache:
             path = Path(self.codes_dir) / f"{mid}.npy"

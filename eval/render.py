@@ -36,6 +36,7 @@ from mpl_toolkits.mplot3d.art3d import Line3DCollection
 from PIL import Image
 
 from data.layout import DatasetPaths, load_features, load_joints, load_npy, read_captions, read_split
+from data.motion_repr import recover_from_ric
 from data.specs import DATASET_NAMES, DatasetSpec, get_dataset_spec
 
 logger = logging.getLogger(__name__)
@@ -74,8 +75,6 @@ def to_joints(motion: np.ndarray, spec: DatasetSpec | str) -> np.ndarray:
     if motion.ndim == 3 and motion.shape[1:] == (spec.joints_num, 3):
         joints = motion
     elif motion.ndim == 2 and motion.shape[1] == spec.feat_dim:
-        from data.motion_repr import recover_from_ric
-
         joints = np.asarray(recover_from_ric(motion, spec.joints_num), dtype=np.float32)
     else:
         raise ValueError(

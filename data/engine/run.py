@@ -50,7 +50,11 @@ from data.engine.perturb import Stated, imperfect_ladder
 from data.layout import DatasetFileError, DatasetPaths, read_captions, read_split
 from data.sft_examples import build_cot_prompt, choose_attempts, is_no_refinement
 from data.specs import get_dataset_spec
+from data.synth.body import Subject
+from data.synth.captions import caption_program
 from data.synth.program import ATTRIBUTES, MotionProgram
+from data.synth.render import render_program
+from data.synth.writer import write_motion
 
 logger = logging.getLogger(__name__)
 
@@ -248,11 +252,6 @@ def _render_write(job: tuple[str, str, dict, dict, int, str, dict]) -> str:
     The motion gets its own captions (``caption_program``, seeded by its id) so that the files are
     a complete SynthML motion; ``attributes/<id>.json`` also holds ``engine`` (goal id, rung, changes).
     """
-    from data.synth.body import Subject
-    from data.synth.captions import caption_program
-    from data.synth.render import render_program
-    from data.synth.writer import write_motion
-
     root, mid, program, subject, style_seed, dataset, meta = job
     prog = MotionProgram.from_dict(program)
     joints = render_program(prog, Subject.from_dict(subject), style_seed, dataset)
