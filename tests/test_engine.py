@@ -13,7 +13,8 @@ from data.annotations import TASKS, MotionResolver, read_annotation_file
 from data.engine.perturb import imperfect_ladder
 from data.engine.phrasing import assess, describe_program
 from data.engine.run import ENGINE_LIST, STAGE3_FILE, EngineConfig, parse_stated, run_engine
-from data.synth.program import ActionSpec, MotionProgram, sample_program
+from data.synth.program import ActionSpec, MotionProgram
+from data.synth.sampling import sample_program
 
 N_MOTIONS = 6
 
