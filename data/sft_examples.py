@@ -18,14 +18,14 @@ would cross one of these boundaries.
 
 Stage-0/1 entries all go through one substitution builder (``build_stage1``) driven by the entry's
 turns; each task's required keys are checked by ``data.annotations.TASKS``. Stage-2 entries go
-through ``build_cot`` (section 6).
+through ``build_cot`` (section 6). Every piece of prompt text (layout, substitution, fixed
+templates, pools) comes from ``data.prompts``.
 """
 
 from __future__ import annotations
 
 import random
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,9 +44,16 @@ from data.annotations import (
     read_annotation_file,
 )
 from data.motion_tokens import MOTION_END, MOTION_START, render_codes, render_codes_inner
-from data.prompts import PLAN_SENTENCES, TEST_TEMPLATES, PromptPools
+from data.prompts import (
+    BOS,
+    EOS,
+    PLAN_SENTENCES,
+    PromptPools,
+    render_prompt,
+    substitute,
+    unfilled_placeholders,
+)
 
-BOS, EOS = "<bos>", "<eos>"
 IGNORE_INDEX = -100
 
 CodeLookup = Callable[[MotionRef], Sequence[int] | None]
@@ -108,103 +115,13 @@ class BuildOptions:
 
 
 # --------------------------------------------------------------------------------------------------
-# Prompt layout (section 3.1)
-
-
-def render_prompt(system: str, user: str) -> str:
-    """``"{SYSTEM}\\n\\nUser: {USER}\\n\\n Response:"`` (no ``<bos>``; ``--prompt-w-response``)."""
-    return f"{system}\n\nUser: {user}\n\n Response:"
-
-
-def render_chat(system: str, user: str, response: str | None = None) -> str:
-    """The exact training/eval text: ``<bos>`` + prompt + ``response`` + ``<eos>``.
-
-    With ``response=None`` this is the inference prompt (ending in ``" Response:"``). For stage 2
-    pass the trace *without* its final ``<eos>`` tag (this function appends it).
-    """
-    text = BOS + render_prompt(system, user)
-    return text if response is None else text + response + EOS
-
-
-def render_motionagent_prompt(system: str, user: str) -> str:
-    """Motion-Agent layout (test task ``t2m_motionagent``): ``{S}\\n\\n{U}\\n\\nResponse: <Motion>``."""
-    return f"{system}\n\n{user}\n\nResponse: {MOTION_START}"
-
-
-def substitute(
-    template: str, values: Mapping[str, str], text_keys: Sequence[str] = (), *, text_first: bool = False
-) -> str:
-    """Replace placeholders, merging ``..`` to ``.`` after each text substitution.
-
-    Training (section 4.3 step 5) replaces the motion (non-text) keys first, then each text key;
-    evaluation prompts (section 3.3, ``text_first=True``) replace the text keys first. After each
-    text substitution the whole string gets one ``str.replace("..", ".")`` pass, as the reference
-    does, so a caption ending in a period followed by a template's period yields one period (and
-    ``"..."`` becomes ``".."``, not ``"."``).
-    """
-
-    def motion_keys(s: str) -> str:
-        for key, val in values.items():
-            if key not in text_keys:
-                s = s.replace(key, val)
-        return s
-
-    if not text_first:
-        template = motion_keys(template)
-    for key in text_keys:
-        if key in values and key in template:
-            template = template.replace(key, values[key]).replace("..", ".")
-    if text_first:
-        template = motion_keys(template)
-    return template
-
-
-def build_inference_prompt(
-    test_task: str, values: Mapping[str, str], text_keys: Sequence[str] | None = None
-) -> str:
-    """Prompt string (no ``<bos>``) for a test task of section 3.4, with generation forcing.
-
-    Args:
-        test_task: a key of ``data.prompts.TEST_TEMPLATES``.
-        values: placeholder -> string; motion values are full spans ``<Motion>...</Motion>``.
-        text_keys: keys substituted as text (``..``-merge); default: every key not ending in
-            ``_Motion>``.
-
-    ``t2m`` and ``instructed_motion_refinement`` end with ``<Motion>`` (section 3.3); ``t2m_motionagent``
-    uses its own layout.
-    """
-    if test_task not in TEST_TEMPLATES:
-        raise KeyError(f"unknown test task {test_task!r}; known: {sorted(TEST_TEMPLATES)}")
-    system, user = TEST_TEMPLATES[test_task]
-    if text_keys is None:
-        text_keys = [k for k in values if not k.endswith("_Motion>")]
-    user = substitute(user, values, text_keys, text_first=True)
-    _check_no_placeholder(user, f"test task {test_task}")
-    if test_task == "t2m_motionagent":
-        return render_motionagent_prompt(system, user)
-    prompt = render_prompt(system, user)
-    if test_task in ("t2m", "instructed_motion_refinement"):
-        prompt += MOTION_START
-    return prompt
-
-
-def build_cot_prompt(caption: str, template: str | None = None) -> str:
-    """The stage-2/3 prompt (no ``<bos>``) for one goal caption: the fixed ``unified_mogen_cot_v3`` template."""
-    system, user = TEST_TEMPLATES["unified_mogen_cot_v3"]
-    return render_prompt(system, substitute(template or user, {GOAL_CAPTION: caption}, [GOAL_CAPTION]))
-
-
-_PLACEHOLDER_RE = re.compile(r"<(?!Motion_\d)[A-Z][A-Za-z0-9]*_[A-Za-z0-9_]+>")
+# Builders
 
 
 def _check_no_placeholder(text: str, where: str) -> None:
-    left = _PLACEHOLDER_RE.findall(text)
+    left = unfilled_placeholders(text)
     if left:
-        raise AnnotationError(f"{where}: unsubstituted placeholder(s) {sorted(set(left))} remain")
-
-
-# --------------------------------------------------------------------------------------------------
-# Builders
+        raise AnnotationError(f"{where}: unsubstituted placeholder(s) {left} remain")
 
 
 def _draw_text(val: TextValue, rng: random.Random) -> str | Assessment:

@@ -28,16 +28,16 @@ from data.motion_tokens import (
     parse_motion_text,
     render_codes,
 )
-from data.prompts import BUILTIN_POOLS, COT_V3_TEMPLATE, PromptPoolError, PromptPools
-from data.sft_examples import (
-    IGNORE_INDEX,
-    BuildOptions,
-    build_example,
+from data.prompts import (
+    BUILTIN_POOLS,
+    COT_V3_TEMPLATE,
+    PromptPoolError,
+    PromptPools,
     build_inference_prompt,
     render_chat,
     substitute,
-    tokenize_example,
 )
+from data.sft_examples import IGNORE_INDEX, BuildOptions, build_example, tokenize_example
 
 G = "You are an assistant who helps users understand or generate 3D human motion representations."
 S = "<bos>" + G + "\n\nUser: "
