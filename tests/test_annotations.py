@@ -428,7 +428,7 @@ def test_motion_names_and_windows(tmp_path):
 
 
 def test_inspect_annotations_cli(tmp_path, capsys):
-    from data.inspect_annotations import main
+    from prepare.inspect_annotations import main
 
     root = tmp_path / "root"
     (root / "new_joint_vecs").mkdir(parents=True)

@@ -103,7 +103,7 @@ def test_engine_writes_every_file_in_the_released_layout(engine_run):
 def test_engine_output_passes_inspect_annotations(engine_run, capsys):
     import torch
 
-    from data.inspect_annotations import main
+    from prepare.inspect_annotations import main
     from models.vqvae import MotionVQVAE, VQVAEConfig
 
     base, cfg, _ = engine_run
