@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -460,15 +461,72 @@ def test_inspect_annotations_cli(tmp_path, capsys):
     assert rc == 1 and "bad.json: annotation id=9 (#0): field 'conversations'" in err
 
 
+class CropCodes:
+    """A code source in the ``(ref, rng)`` form: ``CODES`` behind a marker code ``500 + offset``,
+    the 0-3 frame crop offset drawn from ``rng`` (0 without one), so each crop draw shows in the text."""
+
+    def __call__(self, ref: MotionRef, rng: random.Random | None = None) -> list[int]:
+        return [500 + (rng.randint(0, 3) if rng is not None else 0), *CODES[ref.motion_name]]
+
+
+def example_set_files(tmp_path: Path) -> str:
+    a = write(tmp_path, "a.json", [{"id": 0, "task": "t2m_direct_generation", **STAGE1_CASES[0][2]}])
+    b = write(tmp_path, "b.json", [COT_ENTRY])
+    tm = {"id": 1, "task": "tm2m_direct_refinement", "motions": {}, "text": {},
+          "conversations": conv("<General_System_Prompt>", "<Direct_Motion_Refinement_Template>", "<Goal_Motion>"),
+          "candidate_motion_text": [{"motions": {"<Generated_Motion>": ref(n), "<Goal_Motion>": ref("000002")},
+                                     "text": TM_TEXTS} for n in ("000005", "000006", "000007")]}  # fmt: skip
+    c = write(tmp_path, "c.json", [tm])
+    return f"{a}:{b}:{c}"
+
+
 def test_example_set_over_several_files_is_seeded(tmp_path):
     from data.sft_examples import AnnotationExampleSet
 
-    a = write(tmp_path, "a.json", [{"id": 0, "task": "t2m_direct_generation", **STAGE1_CASES[0][2]}])
-    b = write(tmp_path, "b.json", [COT_ENTRY])
-    ds = AnnotationExampleSet(f"{a}:{b}", MappingCodeSource(CODES), PromptPools.builtin(), seed=1)
-    assert len(ds) == 2 and ds.example(1).task == "irmogen_cot"
-    assert ds.example(1, epoch=2).text == ds.example(1, epoch=2).text
+    ds = AnnotationExampleSet(example_set_files(tmp_path), CropCodes(), PromptPools.builtin(), seed=1)
+    assert len(ds) == 3 and [ds.example(i).task for i in range(3)] == [
+        "t2m_direct_generation",
+        "irmogen_cot",
+        "tm2m_direct_refinement",
+    ]
     assert len({ds.example(1, epoch=e).meta["num_attempts"] for e in range(30)}) > 1
+    with pytest.raises(IndexError, match="out of range 0..2"):
+        ds.example(3)
+
+
+def test_example_set_items_do_not_depend_on_access_order_or_object(tmp_path):
+    from data.sft_examples import AnnotationExampleSet, item_rng
+
+    files, pools = example_set_files(tmp_path), PromptPools.builtin()
+    keys = [(e, i) for e in range(4) for i in range(3)]
+    first = AnnotationExampleSet(files, CropCodes(), pools, seed=5)
+    forward = {(e, i): first.example(i, e).spans() for e, i in keys}
+
+    shuffled = list(keys)
+    random.Random(0).shuffle(shuffled)
+    fresh = AnnotationExampleSet(files, CropCodes(), pools, seed=5)
+    for e, i in shuffled[:5]:  # other items drawn first: no shared state moves on
+        fresh.example(i, e)
+    assert {(e, i): fresh.example(i, e).spans() for e, i in shuffled} == forward
+    # a "worker" that only ever sees item 2 builds the same examples
+    worker = AnnotationExampleSet(files, CropCodes(), pools, seed=5)
+    assert [worker.example(2, e).spans() for e in range(4)] == [forward[(e, 2)] for e in range(4)]
+
+    # epochs differ: templates/candidates and the crop offsets (marker codes 500..503) change
+    for i in range(3):
+        texts = [first.example(i, e).text for e in range(12)]
+        assert len(set(texts)) > 1
+    answers = {first.example(0, e).response for e in range(24)}
+    assert answers == {span(500 + k, 88, 88, 301, 17) + "<eos>" for k in range(4)}
+    # another seed gives another sequence
+    other = AnnotationExampleSet(files, CropCodes(), pools, seed=6)
+    assert [other.example(1, e).text for e in range(4)] != [first.example(1, e).text for e in range(4)]
+
+    # text draws come from item_rng(seed, epoch, index) alone: a source that draws no crops gives
+    # the same example up to the crop markers
+    for e, i in keys:
+        plain = build_example(first.annotations[i], MappingCodeSource(CODES), pools, item_rng(5, e, i))
+        assert plain.text == re.sub(r"<Motion_50[0-3]>", "", first.example(i, e).text)
 
 
 def test_stage2_without_assess_refine_and_without_plan(tmp_path):
