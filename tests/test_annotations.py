@@ -138,6 +138,7 @@ CODES = {
     "000006": [2],
     "000007": [3],
     "000008": [4],
+    "000009": [88, 301, 301, 17],
 }
 TM_TEXTS = {
     "<Goal_Caption>": ["a person hops forward on one leg."],
@@ -200,6 +201,34 @@ STAGE1_CASES = [
         {"task": "t2m_direct_generation", "motions": {"<Goal_Motion>": ref("000002")}, "text": {"<Goal_Caption>": ["A person waves."]},
          "conversations": conv("<MotionAgent_System_Prompt>", "<MotionAgent_Mogen_Template>", "<Goal_Motion>")},
         "<bos>Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\nUser: ### Instruction:\nGenerate a motion matching the following input human motion description\n\n### Input:\nA person waves.\n\n Response:",
+        span(88, 88, 301, 17),
+    ),
+    # spec section 5, rendering 2: same pool as T2M direct, told apart by the task string
+    (
+        "t2m_detailed_prompt_generation",
+        {"Text2Motion_Template": "Produce a movement that represents <Goal_Caption>."},
+        {"motions": {"<Goal_Motion>": ref("000009")},
+         "text": {"<Goal_Caption>": ["a single-leg hop forward with arms held out for balance and a soft landing."]},
+         "conversations": conv("<General_System_Prompt>", "<Text2Motion_Template>", "<Goal_Motion>")},
+        S + "Produce a movement that represents a single-leg hop forward with arms held out for balance and a soft landing." + T,
+        span(88, 301, 301, 17),
+    ),
+    # rendering 5: the answer is the assessment paragraph (text), the prompt holds the attempt span
+    (
+        "tm2t_assessment_analysis",
+        {"Text_Motion2Alignment_Analysis_Template": "Motion: <Generated_Motion>. Goal text: <Goal_Caption>. Assess the alignment between the motion and the goal."},
+        {"motions": {"<Generated_Motion>": ref("M000003")}, "text": TM_TEXTS,
+         "conversations": conv("<General_System_Prompt>", "<Text_Motion2Alignment_Analysis_Template>", "<Assessment_Analysis>")},
+        S + "Motion: " + span(7, 7, 9) + ". Goal text: a person hops forward on one leg. Assess the alignment between the motion and the goal." + T,
+        "The motion is a two-footed jump in place; forward travel is missing.",
+    ),
+    # rendering 7: caption then the template's "." merge ("leg.." -> "leg."), answer = goal motion
+    (
+        "tm2m_direct_refinement",
+        {"Direct_Motion_Refinement_Template": "Motion: <Generated_Motion>. Target caption: <Goal_Caption>. Please adjust the motion to fit the caption."},
+        {"motions": {"<Generated_Motion>": ref("M000003"), "<Goal_Motion>": ref("000002")}, "text": TM_TEXTS,
+         "conversations": conv("<General_System_Prompt>", "<Direct_Motion_Refinement_Template>", "<Goal_Motion>")},
+        S + "Motion: " + span(7, 7, 9) + ". Target caption: a person hops forward on one leg. Please adjust the motion to fit the caption." + T,
         span(88, 88, 301, 17),
     ),
 ]  # fmt: skip
@@ -320,7 +349,8 @@ def test_stage2_attempt_distribution_is_uniform_0_to_4(tmp_path):
     assert counts.sum() == 500 and (counts > 70).all() and (counts < 130).all()
 
 
-def test_tokenize_with_tiny_offline_tokenizer(tmp_path):
+def char_tokenizer():
+    """A tiny offline tokenizer: one id per ASCII character, plus the 514 motion tokens (added)."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -332,8 +362,32 @@ def test_tokenize_with_tiny_offline_tokenizer(tmp_path):
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="[UNK]"
     )
-    base = len(hf)
     hf.add_tokens(motion_token_strings())
+    return hf
+
+
+NEW_STAGE1 = [c for c in STAGE1_CASES if c[0] in ("t2m_detailed_prompt_generation", "tm2t_assessment_analysis", "tm2m_direct_refinement")]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("task", "pool", "entry", "prompt", "answer"), NEW_STAGE1, ids=[c[0] for c in NEW_STAGE1]
+)
+def test_stage1_loss_mask_covers_exactly_the_answer_and_eos(tmp_path, task, pool, entry, prompt, answer):
+    hf = char_tokenizer()
+    path = write(tmp_path, TASKS[task].file_name, [{"id": 0, "task": task, **entry}])
+    ann = read_annotation_file(path).annotations[0]
+    ex = build_example(ann, MappingCodeSource(CODES), fixed_pools(**pool), random.Random(0))
+    out = tokenize_example(ex, hf)
+    n_prompt = 1 + len(hf(prompt[len("<bos>") :], add_special_tokens=False)["input_ids"])  # bos + prompt
+    assert out.labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert out.labels[n_prompt:] == out.input_ids[n_prompt:]  # every answer token and <eos> trains
+    pieces = hf.convert_ids_to_tokens(out.input_ids)
+    assert "".join(pieces[n_prompt:]) == answer + "<eos>" and "".join(pieces[:n_prompt]) == prompt
+
+
+def test_tokenize_with_tiny_offline_tokenizer(tmp_path):
+    hf = char_tokenizer()
+    base = len(hf) - len(motion_token_strings())
     path = write(tmp_path, "c.json", [COT_ENTRY])
     ann = read_annotation_file(path).annotations[0]
     ex = build_example(ann, MappingCodeSource(CODES), PromptPools.builtin(), AllAttemptsRng(1))
