@@ -313,9 +313,11 @@ class PromptPools:
         raw = p.read_bytes()
         digest = hashlib.sha256(raw).hexdigest()
         if expected_sha256 is not None and digest != expected_sha256:
+            released = " (the released file's)" if expected_sha256 == ORIGINAL_TEMPLATE_SHA256 else ""
             raise PromptPoolError(
-                f"{p}: sha256 {digest} differs from the expected {expected_sha256} (not the released "
-                "prompt_template-2.json?); set prompt_template_sha256 to null to accept it anyway"
+                f"{p}: sha256 {digest} differs from the expected prompt_template_sha256 "
+                f"{expected_sha256}{released}; set prompt_template_sha256 to this file's digest, or to "
+                "null (--prompt-template-sha256 none) to accept it without a check"
             )
         try:
             data = json.loads(raw)
