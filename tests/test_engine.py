@@ -103,8 +103,8 @@ def test_engine_writes_every_file_in_the_released_layout(engine_run):
 def test_engine_output_passes_inspect_annotations(engine_run, capsys):
     import torch
 
-    from prepare.inspect_annotations import main
     from models.vqvae import MotionVQVAE, VQVAEConfig
+    from prepare.inspect_annotations import main
 
     base, cfg, _ = engine_run
     torch.manual_seed(0)
