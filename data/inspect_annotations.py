@@ -1,51 +1,121 @@
-"""Read annotation files, build every example, print counts and one rendered example per file.
+"""Build every training example of annotation files and summarise them.
 
-Usage::
-
-    python -m data.inspect_annotations --dataset-root DIR --vq-checkpoint FILE A.json [B.json ...]
-    python -m data.inspect_annotations --dataset-root DIR --codes-dir CODES A.json ...
-    python -m data.inspect_annotations --dataset-root DIR --annotations-dir ENGINE_OUT
-
-One example is built per (entry, candidate), with a seeded RNG per example. Output per file: the
-entries, the examples per task, the stage-2 attempt distribution, and one rendered example.
-Exit status: 0 when every file is well formed (missing motion files are reported, all of them and
-counted, and do not fail the run unless ``--fail-on-missing``), 1 on a malformed file (the message
-names the file, the entry id and the field), 3 with ``--fail-on-missing`` when motions are missing.
+Library of ``python -m prepare.inspect_annotations`` (the command line, the code source and the
+exit status live there). One example is built per (entry, candidate) with a seeded RNG per
+example; a file's summary gives its entries, the examples per task, the stage-2 attempt
+distribution and one rendered example. Missing motion files are counted, not raised.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import random
-import sys
-import time
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.annotations import (
-    AnnotationError,
-    AnnotationFile,
-    MotionMissingError,
-    MotionResolver,
-    read_annotation_file,
-)
-from data.prompts import PromptPools, load_prompt_pools
+from data.annotations import AnnotationFile, MotionMissingError
+from data.prompts import ORIGINAL_TEMPLATE_SHA256, PromptPools, load_prompt_pools
 from data.sft_examples import BuildOptions, CodeLookup, Example, build_example
 
-logger = logging.getLogger(__name__)
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass
+class InspectConfig:
+    """What ``prepare.inspect_annotations`` reads; each field is one of its flags."""
+
+    dataset_root: str
+    """Motion root in the HumanML3D layout (``--dataset-root``)."""
+    files: list[str] = field(default_factory=list)
+    """Annotation JSON files (positional arguments)."""
+    annotations_dir: str = ""
+    """Also read every annotation file under this folder (``--annotations-dir``)."""
+    extra_roots: list[str] = field(default_factory=list)
+    """More motion roots, searched after ``dataset_root`` (``--extra-root``, repeatable)."""
+    dataset: str = "humanml3d"
+    """Dataset spec name (``--dataset``)."""
+    vq_checkpoint: str = ""
+    """VQ-VAE checkpoint encoding the motions; exactly one of this and ``codes_dir``."""
+    codes_dir: str = ""
+    """Folder of ``<id>.npy`` code files written by ``prepare.tokenize_motions``."""
+    vq_mean: str = ""
+    """VQ mean.npy (default: ``<checkpoint dir>/meta/mean.npy``, else the dataset's Mean.npy)."""
+    vq_std: str = ""
+    """VQ std.npy (default: ``<checkpoint dir>/meta/std.npy``, else the dataset's Std.npy)."""
+    prompt_template: str = ""
+    """Original ``prompt_template-2.json``; empty = our built-in paraphrase pools."""
+    prompt_template_sha256: str | None = ORIGINAL_TEMPLATE_SHA256
+    """Expected sha256 of ``prompt_template`` (default: the released file's); ``None`` skips the check."""
+    seed: int = 0
+    """Seed of the per-example RNGs."""
+    with_answer: bool = False
+    """Stage 2: keep the ``<answer>`` block (``--with-answer``)."""
+    fail_on_missing: bool = False
+    """Exit 3 when motion files are missing (``--fail-on-missing``)."""
+
+    def __post_init__(self) -> None:
+        if not self.dataset_root:
+            raise ValueError("dataset_root (--dataset-root) is required")
+        if bool(self.vq_checkpoint) == bool(self.codes_dir):
+            raise ValueError(
+                f"give exactly one of vq_checkpoint (--vq-checkpoint) and codes_dir (--codes-dir); got "
+                f"vq_checkpoint={self.vq_checkpoint!r}, codes_dir={self.codes_dir!r}"
+            )
+        sha = self.prompt_template_sha256
+        if sha is not None and not _SHA256_RE.fullmatch(sha):
+            raise ValueError(
+                f"prompt_template_sha256={sha!r} is not 64 lowercase hex digits (or null to skip the check)"
+            )
+
+    def annotation_files(self) -> list[Path]:
+        """``files`` followed by the annotation files under ``annotations_dir``."""
+        found = [Path(f) for f in self.files]
+        return found + (find_annotation_files(self.annotations_dir) if self.annotations_dir else [])
+
+    def prompt_pools(self) -> PromptPools:
+        """The original template file (sha256-checked) when ``prompt_template`` is set, else built-in pools."""
+        return load_prompt_pools(self.prompt_template or None, sha256=self.prompt_template_sha256)
+
+    def build_options(self) -> BuildOptions:
+        return BuildOptions(answer_block=self.with_answer)
 
 
 @dataclass
 class FileReport:
+    """Counts and one sample example for one annotation file."""
+
     path: Path
     entries: int = 0
     examples: Counter = field(default_factory=Counter)
+    """Task name -> examples built."""
     attempts: Counter = field(default_factory=Counter)
+    """Stage 2: failed attempts per dialogue -> dialogues."""
     missing: Counter = field(default_factory=Counter)
+    """Missing motion id -> references."""
     skipped: int = 0
+    """Examples not built because a motion is missing."""
     sample: Example | None = None
+
+    def summary_lines(self) -> list[str]:
+        """The human-readable summary: counts, attempts, and the rendered sample example."""
+        lines = [
+            f"== {self.path}",
+            f"   entries: {self.entries}   examples: {sum(self.examples.values())}   "
+            f"skipped (missing motion): {self.skipped}",
+        ]
+        lines += [f"   task {task}: {n} examples" for task, n in sorted(self.examples.items())]
+        if self.attempts:
+            dist = ", ".join(f"{k}: {self.attempts[k]}" for k in sorted(self.attempts))
+            lines.append(f"   failed attempts per dialogue: {dist}")
+        if self.sample is not None:
+            n_train = sum(len(s.text) for s in self.sample.segments if s.trainable)
+            lines += [
+                f"   --- example ({self.sample.task}) ---",
+                self.sample.text,
+                f"   --- {len(self.sample.segments)} segments, {n_train} trainable characters ---",
+            ]
+        return lines
 
 
 def inspect_file(
@@ -74,6 +144,17 @@ def inspect_file(
     return report
 
 
+def missing_summary_lines(missing: Counter) -> list[str]:
+    """Every missing motion id (sorted) with the distinct and total counts; empty when none."""
+    if not missing:
+        return []
+    ids = sorted(missing)
+    return [
+        f"MISSING motion files: {len(ids)} distinct ids, {sum(missing.values())} references:",
+        "   " + " ".join(ids),
+    ]
+
+
 def find_annotation_files(folder: str | Path) -> list[Path]:
     """The annotation files under ``folder``: ``stage*.json`` and ``stage*/**.json`` (sorted).
 
@@ -85,99 +166,3 @@ def find_annotation_files(folder: str | Path) -> list[Path]:
         for p in root.rglob("*.json")
         if p.is_file() and any(part.startswith("stage") for part in p.relative_to(root).parts)
     )
-
-
-def _make_code_source(args: argparse.Namespace, resolver: MotionResolver) -> CodeLookup:
-    from data.motion_codes import CodesDirSource
-    from models.vq_tokenize import VQCodeSource
-
-    if args.codes_dir:
-        return CodesDirSource(args.codes_dir, resolver)
-    from data.normalization import FeatureNorm
-    from data.specs import get_dataset_spec
-    from models.vqvae import MotionVQVAE
-
-    spec = get_dataset_spec(args.dataset)
-    vq = MotionVQVAE.from_checkpoint(args.vq_checkpoint, nfeats=spec.feat_dim)
-    # as prepare/tokenize_motions.py: the checkpoint's meta/ folder; unlike it, a missing meta
-    # file falls back (logged) to the dataset's Mean/Std, since inspection is only a preview
-    norm = FeatureNorm.resolve(
-        spec, args.vq_mean, args.vq_std, checkpoint=args.vq_checkpoint, dataset_root=args.dataset_root
-    )
-    return VQCodeSource(resolver, vq, norm)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("files", nargs="*", help="annotation JSON files")
-    parser.add_argument("--annotations-dir", default=None, help="also read every *.json under this folder")
-    parser.add_argument("--dataset-root", required=True, help="motion root in the HumanML3D layout")
-    parser.add_argument("--extra-root", action="append", default=[], help="more motion roots, searched after")
-    parser.add_argument("--dataset", default="humanml3d", help="dataset spec name (humanml3d, kit)")
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--vq-checkpoint", help="VQ-VAE checkpoint ({'net': state_dict})")
-    src.add_argument("--codes-dir", help="folder of <id>.npy code files (prepare/tokenize_motions.py)")
-    parser.add_argument(
-        "--vq-mean", default="", help="VQ mean.npy (default: <ckpt dir>/meta/mean.npy, else dataset Mean.npy)"
-    )
-    parser.add_argument(
-        "--vq-std", default="", help="VQ std.npy (default: <ckpt dir>/meta/std.npy, else dataset Std.npy)"
-    )
-    parser.add_argument(
-        "--prompt-template", default=None, help="original prompt_template-2.json (sha256-checked)"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--with-answer", action="store_true", help="stage 2: keep the <answer> block")
-    parser.add_argument("--fail-on-missing", action="store_true", help="exit 3 when motion files are missing")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-
-    files = [Path(f) for f in args.files]
-    if args.annotations_dir:
-        files += find_annotation_files(args.annotations_dir)
-    if not files:
-        parser.error("no annotation files given (pass FILE... or --annotations-dir)")
-    try:
-        pools = load_prompt_pools(args.prompt_template)
-        resolver = MotionResolver([args.dataset_root, *args.extra_root], dataset=args.dataset)
-        codes = _make_code_source(args, resolver)
-    except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    options = BuildOptions(answer_block=args.with_answer)
-    all_missing: Counter = Counter()
-    t0 = time.perf_counter()
-    for path in files:
-        try:
-            report = inspect_file(read_annotation_file(path), codes, pools, args.seed, options)
-        except AnnotationError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        all_missing.update(report.missing)
-        print(f"== {path}")
-        print(f"   entries: {report.entries}   examples: {sum(report.examples.values())}   "
-              f"skipped (missing motion): {report.skipped}")  # fmt: skip
-        for task, n in sorted(report.examples.items()):
-            print(f"   task {task}: {n} examples")
-        if report.attempts:
-            dist = ", ".join(f"{k}: {report.attempts[k]}" for k in sorted(report.attempts))
-            print(f"   failed attempts per dialogue: {dist}")
-        if report.sample is not None:
-            print("   --- example (" + report.sample.task + ") ---")
-            print(report.sample.text)
-            n_train = sum(len(s.text) for s in report.sample.segments if s.trainable)
-            print(f"   --- {len(report.sample.segments)} segments, {n_train} trainable characters ---")
-    print(f"built in {time.perf_counter() - t0:.1f}s")
-    if all_missing:
-        ids = sorted(all_missing)
-        print(f"MISSING motion files: {len(ids)} distinct ids, {sum(all_missing.values())} references:")
-        print("   " + " ".join(ids))
-        if args.fail_on_missing:
-            return 3
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,13 +1,23 @@
-"""Prompt strings: fixed inference templates, CoT plan sentences and the 18 paraphrase pools.
+"""Everything that renders prompt text: the layout, placeholder substitution, the fixed templates.
 
-Spec: ``sft-and-inference.md`` sections 3.4, 3.5 and 6.3. Strings a released checkpoint depends on
-(the system prompts, the test-time user templates, the stage-2 CoT prompts and plan sentences) are
-kept byte-exact, typos included ("Refien", "indide", B12). The large paraphrase pools of the
-released ``prompt_template-2.json`` are a licensed data asset we do not copy: ``BUILTIN_POOLS``
-holds our own wording with the same 18 keys and placeholder rules (every entry contains its
-placeholders exactly once, no duplicates), each pool starting with the quoted test prompt where
-the spec says it is entry #1 (#2 for ``prompt_analysis``). Users who have the original file load it
-with ``PromptPools.from_file`` (checked against the published sha256).
+Spec: ``sft-and-inference.md`` sections 3.1-3.5 and 6.3. SFT example builders
+(``data.sft_examples``), the data engine, and inference/GRPO all render prompts through this module:
+
+* layout (3.1): ``render_prompt`` / ``render_chat`` (``<bos>{SYSTEM}\\n\\nUser: {USER}\\n\\n
+  Response:{RESPONSE}<eos>``) and ``render_motionagent_prompt``;
+* substitution (3.3, 4.3): ``substitute`` with the ``..`` -> ``.`` merge, ``unfilled_placeholders``;
+* test-time prompts (3.3, 3.4): ``build_inference_prompt`` over ``TEST_TEMPLATES``, and
+  ``build_cot_prompt`` for the stage-2/3 prompt of one caption;
+* fixed strings: system prompts, test templates, ``PLAN_SENTENCES`` (6.3), ``NO_REFINEMENT``;
+* paraphrase pools (3.5): ``PromptPools``, ``BUILTIN_POOLS``, ``load_prompt_pools``.
+
+Strings a released checkpoint depends on (the system prompts, the test-time user templates, the
+stage-2 CoT prompts and plan sentences) are kept byte-exact, typos included ("Refien", "indide",
+B12). The large paraphrase pools of the released ``prompt_template-2.json`` are a licensed data
+asset we do not copy: ``BUILTIN_POOLS`` holds our own wording with the same 18 keys and placeholder
+rules (every entry contains its placeholders exactly once, no duplicates), each pool starting with
+the quoted test prompt where the spec says it is entry #1 (#2 for ``prompt_analysis``). Users who
+have the original file load it with ``PromptPools.from_file`` (checked against the published sha256).
 """
 
 from __future__ import annotations
@@ -15,9 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from data.motion_tokens import MOTION_START
 
 GENERAL_SYSTEM_PROMPT = (
     "You are an assistant who helps users understand or generate 3D human motion representations."
@@ -300,9 +313,11 @@ class PromptPools:
         raw = p.read_bytes()
         digest = hashlib.sha256(raw).hexdigest()
         if expected_sha256 is not None and digest != expected_sha256:
+            released = " (the released file's)" if expected_sha256 == ORIGINAL_TEMPLATE_SHA256 else ""
             raise PromptPoolError(
-                f"{p}: sha256 {digest} differs from the expected {expected_sha256} (not the released "
-                "prompt_template-2.json?); set prompt_template_sha256 to null to accept it anyway"
+                f"{p}: sha256 {digest} differs from the expected prompt_template_sha256 "
+                f"{expected_sha256}{released}; set prompt_template_sha256 to this file's digest, or to "
+                "null (--prompt-template-sha256 none) to accept it without a check"
             )
         try:
             data = json.loads(raw)
@@ -349,3 +364,113 @@ class PromptPools:
 def load_prompt_pools(path: str | None = None, sha256: str | None = ORIGINAL_TEMPLATE_SHA256) -> PromptPools:
     """Config helper: the original file when ``path`` is given, else the built-in pools."""
     return PromptPools.builtin() if not path else PromptPools.from_file(path, expected_sha256=sha256)
+
+
+# --------------------------------------------------------------------------------------------------
+# Layout and substitution (sections 3.1, 3.3, 4.3)
+
+BOS, EOS = "<bos>", "<eos>"
+"""Literal sequence markers of the layout (``<eos>`` tokenises to the eos id)."""
+
+
+class PromptError(ValueError):
+    """A prompt cannot be rendered (unknown test task, placeholder left); the message names it."""
+
+
+def render_prompt(system: str, user: str) -> str:
+    """``"{SYSTEM}\\n\\nUser: {USER}\\n\\n Response:"`` (no ``<bos>``; ``--prompt-w-response``)."""
+    return f"{system}\n\nUser: {user}\n\n Response:"
+
+
+def render_chat(system: str, user: str, response: str | None = None) -> str:
+    """The exact training/eval text: ``<bos>`` + prompt + ``response`` + ``<eos>``.
+
+    With ``response=None`` this is the inference prompt (ending in ``" Response:"``). For stage 2
+    pass the trace *without* its final ``<eos>`` tag (this function appends it).
+    """
+    text = BOS + render_prompt(system, user)
+    return text if response is None else text + response + EOS
+
+
+def render_motionagent_prompt(system: str, user: str) -> str:
+    """Motion-Agent layout (test task ``t2m_motionagent``): ``{S}\\n\\n{U}\\n\\nResponse: <Motion>``."""
+    return f"{system}\n\n{user}\n\nResponse: {MOTION_START}"
+
+
+def substitute(
+    template: str, values: Mapping[str, str], text_keys: Sequence[str] = (), *, text_first: bool = False
+) -> str:
+    """Replace placeholders, merging ``..`` to ``.`` after each text substitution.
+
+    Training (section 4.3 step 5) replaces the motion (non-text) keys first, then each text key;
+    evaluation prompts (section 3.3, ``text_first=True``) replace the text keys first. After each
+    text substitution the whole string gets one ``str.replace("..", ".")`` pass, as the reference
+    does, so a caption ending in a period followed by a template's period yields one period (and
+    ``"..."`` becomes ``".."``, not ``"."``).
+    """
+
+    def motion_keys(s: str) -> str:
+        for key, val in values.items():
+            if key not in text_keys:
+                s = s.replace(key, val)
+        return s
+
+    if not text_first:
+        template = motion_keys(template)
+    for key in text_keys:
+        if key in values and key in template:
+            template = template.replace(key, values[key]).replace("..", ".")
+    if text_first:
+        template = motion_keys(template)
+    return template
+
+
+_PLACEHOLDER_RE = re.compile(r"<(?!Motion_\d)[A-Z][A-Za-z0-9]*_[A-Za-z0-9_]+>")
+
+
+def unfilled_placeholders(text: str) -> list[str]:
+    """Placeholders such as ``<Goal_Caption>`` still in ``text`` (sorted, unique; motion tokens excluded)."""
+    return sorted(set(_PLACEHOLDER_RE.findall(text)))
+
+
+def build_inference_prompt(
+    test_task: str, values: Mapping[str, str], text_keys: Sequence[str] | None = None
+) -> str:
+    """Prompt string (no ``<bos>``) for a test task of section 3.4, with generation forcing.
+
+    Args:
+        test_task: a key of ``TEST_TEMPLATES``.
+        values: placeholder -> string; motion values are full spans ``<Motion>...</Motion>``.
+        text_keys: keys substituted as text (``..``-merge); default: every key not ending in
+            ``_Motion>``.
+
+    ``t2m`` and ``instructed_motion_refinement`` end with ``<Motion>`` (section 3.3); ``t2m_motionagent``
+    uses its own layout.
+
+    Raises:
+        PromptError: unknown ``test_task``, or a placeholder of the template left unfilled.
+    """
+    if test_task not in TEST_TEMPLATES:
+        raise PromptError(f"unknown test task {test_task!r}; known: {sorted(TEST_TEMPLATES)}")
+    system, user = TEST_TEMPLATES[test_task]
+    if text_keys is None:
+        text_keys = [k for k in values if not k.endswith("_Motion>")]
+    user = substitute(user, values, text_keys, text_first=True)
+    left = unfilled_placeholders(user)
+    if left:
+        raise PromptError(f"test task {test_task}: unsubstituted placeholder(s) {left} remain")
+    if test_task == "t2m_motionagent":
+        return render_motionagent_prompt(system, user)
+    prompt = render_prompt(system, user)
+    if test_task in ("t2m", "instructed_motion_refinement"):
+        prompt += MOTION_START
+    return prompt
+
+
+def build_cot_prompt(caption: str, template: str | None = None) -> str:
+    """The stage-2/3 prompt (no ``<bos>``) for one goal caption.
+
+    ``template`` defaults to the fixed ``unified_mogen_cot_v3`` user template (section 3.4).
+    """
+    system, user = TEST_TEMPLATES["unified_mogen_cot_v3"]
+    return render_prompt(system, substitute(template or user, {GC: caption}, [GC]))

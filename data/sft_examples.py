@@ -18,14 +18,14 @@ would cross one of these boundaries.
 
 Stage-0/1 entries all go through one substitution builder (``build_stage1``) driven by the entry's
 turns; each task's required keys are checked by ``data.annotations.TASKS``. Stage-2 entries go
-through ``build_cot`` (section 6).
+through ``build_cot`` (section 6). Every piece of prompt text (layout, substitution, fixed
+templates, pools) comes from ``data.prompts``.
 """
 
 from __future__ import annotations
 
 import random
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,20 +37,29 @@ from data.annotations import (
     AnnotationError,
     Assessment,
     Candidate,
-    MotionRef,
     TextValue,
     assess_key,
     identify_task,
     read_annotation_file,
 )
 from data.motion_tokens import MOTION_END, MOTION_START, render_codes, render_codes_inner
-from data.prompts import PLAN_SENTENCES, TEST_TEMPLATES, PromptPools
+from data.prompts import (
+    BOS,
+    EOS,
+    PLAN_SENTENCES,
+    PromptPools,
+    render_prompt,
+    substitute,
+    unfilled_placeholders,
+)
 
-BOS, EOS = "<bos>", "<eos>"
 IGNORE_INDEX = -100
 
-CodeLookup = Callable[[MotionRef], Sequence[int] | None]
-"""Motion ref -> its VQ codes (N,) for the (cropped) motion; ``None`` or empty = empty motion."""
+CodeLookup = Callable[..., Sequence[int] | None]
+"""A code source: ``codes(ref)`` -> VQ codes ``(N,)`` of the motion cropped at frame 0, and
+``codes(ref, rng)`` -> the codes of a crop whose 0-3 frame offset is drawn from ``rng`` (spec
+section 4.3); ``None`` or empty = empty motion. The builders call the second form only when given a
+``crop_rng``."""
 
 # Spec 6.1 also lists the exact strings "No refinement(s) needed."; the substring test covers them.
 _NO_REFINEMENT_SUB = ("No refinement needed", "No refinements needed")
@@ -108,121 +117,42 @@ class BuildOptions:
 
 
 # --------------------------------------------------------------------------------------------------
-# Prompt layout (section 3.1)
-
-
-def render_prompt(system: str, user: str) -> str:
-    """``"{SYSTEM}\\n\\nUser: {USER}\\n\\n Response:"`` (no ``<bos>``; ``--prompt-w-response``)."""
-    return f"{system}\n\nUser: {user}\n\n Response:"
-
-
-def render_chat(system: str, user: str, response: str | None = None) -> str:
-    """The exact training/eval text: ``<bos>`` + prompt + ``response`` + ``<eos>``.
-
-    With ``response=None`` this is the inference prompt (ending in ``" Response:"``). For stage 2
-    pass the trace *without* its final ``<eos>`` tag (this function appends it).
-    """
-    text = BOS + render_prompt(system, user)
-    return text if response is None else text + response + EOS
-
-
-def render_motionagent_prompt(system: str, user: str) -> str:
-    """Motion-Agent layout (test task ``t2m_motionagent``): ``{S}\\n\\n{U}\\n\\nResponse: <Motion>``."""
-    return f"{system}\n\n{user}\n\nResponse: {MOTION_START}"
-
-
-def substitute(
-    template: str, values: Mapping[str, str], text_keys: Sequence[str] = (), *, text_first: bool = False
-) -> str:
-    """Replace placeholders, merging ``..`` to ``.`` after each text substitution.
-
-    Training (section 4.3 step 5) replaces the motion (non-text) keys first, then each text key;
-    evaluation prompts (section 3.3, ``text_first=True``) replace the text keys first. After each
-    text substitution the whole string gets one ``str.replace("..", ".")`` pass, as the reference
-    does, so a caption ending in a period followed by a template's period yields one period (and
-    ``"..."`` becomes ``".."``, not ``"."``).
-    """
-
-    def motion_keys(s: str) -> str:
-        for key, val in values.items():
-            if key not in text_keys:
-                s = s.replace(key, val)
-        return s
-
-    if not text_first:
-        template = motion_keys(template)
-    for key in text_keys:
-        if key in values and key in template:
-            template = template.replace(key, values[key]).replace("..", ".")
-    if text_first:
-        template = motion_keys(template)
-    return template
-
-
-def build_inference_prompt(
-    test_task: str, values: Mapping[str, str], text_keys: Sequence[str] | None = None
-) -> str:
-    """Prompt string (no ``<bos>``) for a test task of section 3.4, with generation forcing.
-
-    Args:
-        test_task: a key of ``data.prompts.TEST_TEMPLATES``.
-        values: placeholder -> string; motion values are full spans ``<Motion>...</Motion>``.
-        text_keys: keys substituted as text (``..``-merge); default: every key not ending in
-            ``_Motion>``.
-
-    ``t2m`` and ``instructed_motion_refinement`` end with ``<Motion>`` (section 3.3); ``t2m_motionagent``
-    uses its own layout.
-    """
-    if test_task not in TEST_TEMPLATES:
-        raise KeyError(f"unknown test task {test_task!r}; known: {sorted(TEST_TEMPLATES)}")
-    system, user = TEST_TEMPLATES[test_task]
-    if text_keys is None:
-        text_keys = [k for k in values if not k.endswith("_Motion>")]
-    user = substitute(user, values, text_keys, text_first=True)
-    _check_no_placeholder(user, f"test task {test_task}")
-    if test_task == "t2m_motionagent":
-        return render_motionagent_prompt(system, user)
-    prompt = render_prompt(system, user)
-    if test_task in ("t2m", "instructed_motion_refinement"):
-        prompt += MOTION_START
-    return prompt
-
-
-def build_cot_prompt(caption: str, template: str | None = None) -> str:
-    """The stage-2/3 prompt (no ``<bos>``) for one goal caption: the fixed ``unified_mogen_cot_v3`` template."""
-    system, user = TEST_TEMPLATES["unified_mogen_cot_v3"]
-    return render_prompt(system, substitute(template or user, {GOAL_CAPTION: caption}, [GOAL_CAPTION]))
-
-
-_PLACEHOLDER_RE = re.compile(r"<(?!Motion_\d)[A-Z][A-Za-z0-9]*_[A-Za-z0-9_]+>")
+# Builders
 
 
 def _check_no_placeholder(text: str, where: str) -> None:
-    left = _PLACEHOLDER_RE.findall(text)
+    left = unfilled_placeholders(text)
     if left:
-        raise AnnotationError(f"{where}: unsubstituted placeholder(s) {sorted(set(left))} remain")
-
-
-# --------------------------------------------------------------------------------------------------
-# Builders
+        raise AnnotationError(f"{where}: unsubstituted placeholder(s) {left} remain")
 
 
 def _draw_text(val: TextValue, rng: random.Random) -> str | Assessment:
     return rng.choice(val) if isinstance(val, tuple) else val
 
 
-def _motion_spans(cand: Candidate, codes: CodeLookup) -> dict[str, str]:
-    return {k: render_codes(codes(ref) if ref is not None else None) for k, ref in cand.motions.items()}
-
-
-def _motion_codes(cand: Candidate, codes: CodeLookup) -> dict[str, list[int]]:
-    return {k: list(codes(ref) or ()) if ref is not None else [] for k, ref in cand.motions.items()}
+def _motion_codes(cand: Candidate, codes: CodeLookup, crop_rng: random.Random | None) -> dict[str, list[int]]:
+    """Placeholder -> codes of every motion of the candidate (in the candidate's key order)."""
+    out: dict[str, list[int]] = {}
+    for key, ref in cand.motions.items():
+        if ref is None:
+            out[key] = []
+        else:
+            out[key] = list((codes(ref) if crop_rng is None else codes(ref, crop_rng)) or ())
+    return out
 
 
 def build_stage1(
-    ann: Annotation, cand: Candidate, codes: CodeLookup, pools: PromptPools, rng: random.Random
+    ann: Annotation,
+    cand: Candidate,
+    codes: CodeLookup,
+    pools: PromptPools,
+    rng: random.Random,
+    crop_rng: random.Random | None = None,
 ) -> Example:
-    """Stage-0/1 example: fill the turns, substitute motions then texts (section 4.3 steps 3-6)."""
+    """Stage-0/1 example: fill the turns, substitute motions then texts (section 4.3 steps 3-6).
+
+    ``rng`` draws captions and templates; ``crop_rng`` (when given) the motions' crop offsets.
+    """
     where = ann.where
     texts: dict[str, str] = {}
     for key, val in cand.texts.items():
@@ -235,7 +165,8 @@ def build_stage1(
     system = pools.fill_turn(ann.conversations[0].value, rng)
     user = pools.fill_turn(ann.conversations[1].value, rng)
     answer = ann.conversations[2].value
-    values = {**_motion_spans(cand, codes), **texts}
+    spans = {k: render_codes(c) for k, c in _motion_codes(cand, codes, crop_rng).items()}
+    values = {**spans, **texts}
     user = substitute(user, values, list(texts))
     answer = substitute(answer, values, list(texts))
     for name, s in (("system", system), ("user", user), ("answer", answer)):
@@ -289,8 +220,12 @@ def build_cot(
     pools: PromptPools,
     rng: random.Random,
     options: BuildOptions,
+    crop_rng: random.Random | None = None,
 ) -> Example:
-    """Stage-2 IRMoGen trace (sections 6.1-6.4), piecewise segments and masks."""
+    """Stage-2 IRMoGen trace (sections 6.1-6.4), piecewise segments and masks.
+
+    ``rng`` draws the template, texts and attempts; ``crop_rng`` (when given) the crop offsets.
+    """
     where = ann.where
     if options.answer_block and not options.assess_refine:
         raise ValueError("assess_refine=False is only defined without the answer block (--wo-answer)")
@@ -302,7 +237,7 @@ def build_cot(
         raise AnnotationError(f"{where}: field 'text.{GOAL_CAPTION}'/'{PROMPT_ANALYSIS}' must be text")
     user = substitute(user, {GOAL_CAPTION: caption}, [GOAL_CAPTION])
     _check_no_placeholder(user, f"{where}: user turn")
-    motion_codes = _motion_codes(cand, codes)
+    motion_codes = _motion_codes(cand, codes, crop_rng)
     attempts = choose_attempts(cand, rng, options.max_attempts) if options.assess_refine else []
 
     segs: list[Segment] = [Segment(BOS, False, "bos"), Segment(render_prompt(system, user), False, "prompt")]
@@ -371,22 +306,24 @@ def build_example(
     rng: random.Random,
     options: BuildOptions | None = None,
     candidate: int | None = None,
+    crop_rng: random.Random | None = None,
 ) -> Example:
     """One training example from an annotation entry.
 
     Args:
         ann: the entry.
-        codes: motion ref -> code list, e.g. a ``CodeSource`` from ``data.motion_codes``.
+        codes: a code source (``CodeLookup``), e.g. from ``data.motion_codes``.
         pools: prompt pools filling the turns.
         rng: drives candidate, caption, template and attempt choices (seed it per example).
         options: stage-2 options.
         candidate: force candidate ``i`` instead of drawing one.
+        crop_rng: draws each motion's crop offset (seed it per example); ``None`` = crop at frame 0.
     """
     cands = ann.all_candidates()
     cand = cands[candidate] if candidate is not None else ann.choose(rng)
     if ann.is_cot:
-        return build_cot(ann, cand, codes, pools, rng, options or BuildOptions())
-    return build_stage1(ann, cand, codes, pools, rng)
+        return build_cot(ann, cand, codes, pools, rng, options or BuildOptions(), crop_rng)
+    return build_stage1(ann, cand, codes, pools, rng, crop_rng)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -423,17 +360,29 @@ def tokenize_example(example: Example, tokenizer: Any, max_length: int = 2048) -
     return TokenizedExample(ids[:max_length], labels[:max_length], truncated)
 
 
+def item_rng(seed: int, epoch: int, index: int, stream: str = "") -> random.Random:
+    """A ``Random`` owned by one item: seeded from ``(seed, epoch, index[, stream])`` alone.
+
+    String seeds go through sha512 in CPython (not ``hash()``), so the state is the same in every
+    process and for every ``PYTHONHASHSEED``; it never depends on which items were drawn before or
+    on how many workers share the data. ``stream`` separates independent draws of one item.
+    """
+    return random.Random(f"{seed}:{epoch}:{index}" + (f":{stream}" if stream else ""))
+
+
 class AnnotationExampleSet:
     """Indexable training examples over one or more annotation files (spec section 4.3).
 
-    The length is the number of annotations (not candidates); ``example(i, epoch)`` draws the
-    candidate, captions, templates, crops (if the code source draws them) and stage-2 attempts
-    from ``random.Random(f"{seed}:{epoch}:{i}")``, so every access is reproducible and nothing is
-    mutated (B3). Use ``seed + rank`` per rank if ranks should differ (B5).
+    The length is the number of annotations (not candidates). ``example(i, epoch)`` draws the
+    candidate, captions, templates and stage-2 attempts from ``item_rng(seed, epoch, i)`` and the
+    motions' crop offsets from ``item_rng(seed, epoch, i, "crop")`` (passed to the code source as
+    ``codes(ref, rng)``), so an item is the same whatever the access order, the object or the
+    number of workers, and nothing is mutated (B3). Use ``seed + rank`` per rank if ranks should
+    differ (B5).
 
     Args:
         files: paths, or one ``a.json:b.json`` string as in ``--data-json-files``.
-        codes: motion ref -> codes (``data.motion_codes``).
+        codes: a code source taking ``(ref, rng)`` (``CodeLookup``, ``data.motion_codes``).
         pools: prompt pools (``data.prompts.load_prompt_pools``).
         seed: base seed.
         options: stage-2 trace options.
@@ -455,5 +404,14 @@ class AnnotationExampleSet:
         return len(self.annotations)
 
     def example(self, index: int, epoch: int = 0) -> Example:
-        rng = random.Random(f"{self.seed}:{epoch}:{index}")
-        return build_example(self.annotations[index], self.codes, self.pools, rng, self.options)
+        """Item ``index`` of ``epoch``: a pure function of (seed, epoch, index) and the inputs."""
+        if not 0 <= index < len(self.annotations):
+            raise IndexError(f"example index {index} out of range 0..{len(self.annotations) - 1}")
+        return build_example(
+            self.annotations[index],
+            self.codes,
+            self.pools,
+            item_rng(self.seed, epoch, index),
+            self.options,
+            crop_rng=item_rng(self.seed, epoch, index, "crop"),
+        )

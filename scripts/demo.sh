@@ -58,7 +58,7 @@ $PY -m prepare.tokenize_motions --config configs/tiny/tokenize.yaml dataset_root
   num_threads="$VQ_THREADS"
 
 stage "9. Check every annotation file builds (counts and one example per file)"
-$PY -m data.inspect_annotations --dataset-root "$DATA" --codes-dir "$VQ/codes" \
+$PY -m prepare.inspect_annotations --dataset-root "$DATA" --codes-dir "$VQ/codes" \
   --annotations-dir "$DEMO_DIR/annotations" > "$DEMO_DIR/annotations/inspect.txt"
 head -n 40 "$DEMO_DIR/annotations/inspect.txt"
 echo "... (full listing: $DEMO_DIR/annotations/inspect.txt)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +29,16 @@ from data.motion_tokens import (
     parse_motion_text,
     render_codes,
 )
-from data.prompts import BUILTIN_POOLS, COT_V3_TEMPLATE, PromptPoolError, PromptPools
-from data.sft_examples import (
-    IGNORE_INDEX,
-    BuildOptions,
-    build_example,
+from data.prompts import (
+    BUILTIN_POOLS,
+    COT_V3_TEMPLATE,
+    PromptPoolError,
+    PromptPools,
     build_inference_prompt,
     render_chat,
     substitute,
-    tokenize_example,
 )
+from data.sft_examples import IGNORE_INDEX, BuildOptions, build_example, tokenize_example
 
 G = "You are an assistant who helps users understand or generate 3D human motion representations."
 S = "<bos>" + G + "\n\nUser: "
@@ -137,6 +138,7 @@ CODES = {
     "000006": [2],
     "000007": [3],
     "000008": [4],
+    "000009": [88, 301, 301, 17],
 }
 TM_TEXTS = {
     "<Goal_Caption>": ["a person hops forward on one leg."],
@@ -199,6 +201,34 @@ STAGE1_CASES = [
         {"task": "t2m_direct_generation", "motions": {"<Goal_Motion>": ref("000002")}, "text": {"<Goal_Caption>": ["A person waves."]},
          "conversations": conv("<MotionAgent_System_Prompt>", "<MotionAgent_Mogen_Template>", "<Goal_Motion>")},
         "<bos>Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\nUser: ### Instruction:\nGenerate a motion matching the following input human motion description\n\n### Input:\nA person waves.\n\n Response:",
+        span(88, 88, 301, 17),
+    ),
+    # spec section 5, rendering 2: same pool as T2M direct, told apart by the task string
+    (
+        "t2m_detailed_prompt_generation",
+        {"Text2Motion_Template": "Produce a movement that represents <Goal_Caption>."},
+        {"motions": {"<Goal_Motion>": ref("000009")},
+         "text": {"<Goal_Caption>": ["a single-leg hop forward with arms held out for balance and a soft landing."]},
+         "conversations": conv("<General_System_Prompt>", "<Text2Motion_Template>", "<Goal_Motion>")},
+        S + "Produce a movement that represents a single-leg hop forward with arms held out for balance and a soft landing." + T,
+        span(88, 301, 301, 17),
+    ),
+    # rendering 5: the answer is the assessment paragraph (text), the prompt holds the attempt span
+    (
+        "tm2t_assessment_analysis",
+        {"Text_Motion2Alignment_Analysis_Template": "Motion: <Generated_Motion>. Goal text: <Goal_Caption>. Assess the alignment between the motion and the goal."},
+        {"motions": {"<Generated_Motion>": ref("M000003")}, "text": TM_TEXTS,
+         "conversations": conv("<General_System_Prompt>", "<Text_Motion2Alignment_Analysis_Template>", "<Assessment_Analysis>")},
+        S + "Motion: " + span(7, 7, 9) + ". Goal text: a person hops forward on one leg. Assess the alignment between the motion and the goal." + T,
+        "The motion is a two-footed jump in place; forward travel is missing.",
+    ),
+    # rendering 7: caption then the template's "." merge ("leg.." -> "leg."), answer = goal motion
+    (
+        "tm2m_direct_refinement",
+        {"Direct_Motion_Refinement_Template": "Motion: <Generated_Motion>. Target caption: <Goal_Caption>. Please adjust the motion to fit the caption."},
+        {"motions": {"<Generated_Motion>": ref("M000003"), "<Goal_Motion>": ref("000002")}, "text": TM_TEXTS,
+         "conversations": conv("<General_System_Prompt>", "<Direct_Motion_Refinement_Template>", "<Goal_Motion>")},
+        S + "Motion: " + span(7, 7, 9) + ". Target caption: a person hops forward on one leg. Please adjust the motion to fit the caption." + T,
         span(88, 88, 301, 17),
     ),
 ]  # fmt: skip
@@ -319,7 +349,8 @@ def test_stage2_attempt_distribution_is_uniform_0_to_4(tmp_path):
     assert counts.sum() == 500 and (counts > 70).all() and (counts < 130).all()
 
 
-def test_tokenize_with_tiny_offline_tokenizer(tmp_path):
+def char_tokenizer():
+    """A tiny offline tokenizer: one id per ASCII character, plus the 514 motion tokens (added)."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -331,8 +362,32 @@ def test_tokenize_with_tiny_offline_tokenizer(tmp_path):
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="[UNK]"
     )
-    base = len(hf)
     hf.add_tokens(motion_token_strings())
+    return hf
+
+
+NEW_STAGE1 = [c for c in STAGE1_CASES if c[0] in ("t2m_detailed_prompt_generation", "tm2t_assessment_analysis", "tm2m_direct_refinement")]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("task", "pool", "entry", "prompt", "answer"), NEW_STAGE1, ids=[c[0] for c in NEW_STAGE1]
+)
+def test_stage1_loss_mask_covers_exactly_the_answer_and_eos(tmp_path, task, pool, entry, prompt, answer):
+    hf = char_tokenizer()
+    path = write(tmp_path, TASKS[task].file_name, [{"id": 0, "task": task, **entry}])
+    ann = read_annotation_file(path).annotations[0]
+    ex = build_example(ann, MappingCodeSource(CODES), fixed_pools(**pool), random.Random(0))
+    out = tokenize_example(ex, hf)
+    n_prompt = 1 + len(hf(prompt[len("<bos>") :], add_special_tokens=False)["input_ids"])  # bos + prompt
+    assert out.labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert out.labels[n_prompt:] == out.input_ids[n_prompt:]  # every answer token and <eos> trains
+    pieces = hf.convert_ids_to_tokens(out.input_ids)
+    assert "".join(pieces[n_prompt:]) == answer + "<eos>" and "".join(pieces[:n_prompt]) == prompt
+
+
+def test_tokenize_with_tiny_offline_tokenizer(tmp_path):
+    hf = char_tokenizer()
+    base = len(hf) - len(motion_token_strings())
     path = write(tmp_path, "c.json", [COT_ENTRY])
     ann = read_annotation_file(path).annotations[0]
     ex = build_example(ann, MappingCodeSource(CODES), PromptPools.builtin(), AllAttemptsRng(1))
@@ -428,7 +483,7 @@ def test_motion_names_and_windows(tmp_path):
 
 
 def test_inspect_annotations_cli(tmp_path, capsys):
-    from data.inspect_annotations import main
+    from prepare.inspect_annotations import main
 
     root = tmp_path / "root"
     (root / "new_joint_vecs").mkdir(parents=True)
@@ -464,18 +519,72 @@ def test_inspect_annotations_cli(tmp_path, capsys):
     assert rc == 1 and "bad.json: annotation id=9 (#0): field 'conversations'" in err
 
 
+class CropCodes:
+    """A code source in the ``(ref, rng)`` form: ``CODES`` behind a marker code ``500 + offset``,
+    the 0-3 frame crop offset drawn from ``rng`` (0 without one), so each crop draw shows in the text."""
+
+    def __call__(self, ref: MotionRef, rng: random.Random | None = None) -> list[int]:
+        return [500 + (rng.randint(0, 3) if rng is not None else 0), *CODES[ref.motion_name]]
+
+
+def example_set_files(tmp_path: Path) -> str:
+    a = write(tmp_path, "a.json", [{"id": 0, "task": "t2m_direct_generation", **STAGE1_CASES[0][2]}])
+    b = write(tmp_path, "b.json", [COT_ENTRY])
+    tm = {"id": 1, "task": "tm2m_direct_refinement", "motions": {}, "text": {},
+          "conversations": conv("<General_System_Prompt>", "<Direct_Motion_Refinement_Template>", "<Goal_Motion>"),
+          "candidate_motion_text": [{"motions": {"<Generated_Motion>": ref(n), "<Goal_Motion>": ref("000002")},
+                                     "text": TM_TEXTS} for n in ("000005", "000006", "000007")]}  # fmt: skip
+    c = write(tmp_path, "c.json", [tm])
+    return f"{a}:{b}:{c}"
+
+
 def test_example_set_over_several_files_is_seeded(tmp_path):
     from data.sft_examples import AnnotationExampleSet
 
-    a = write(tmp_path, "a.json", [{"id": 0, "task": "t2m_direct_generation", **STAGE1_CASES[0][2]}])
-    b = write(tmp_path, "b.json", [COT_ENTRY])
-    ds = AnnotationExampleSet(f"{a}:{b}", MappingCodeSource(CODES), PromptPools.builtin(), seed=1)
-    assert len(ds) == 2 and ds.example(1).task == "irmogen_cot"
-    # Drawn from (seed, epoch, index) only: a fresh set that builds other examples first agrees.
-    fresh = AnnotationExampleSet(f"{a}:{b}", MappingCodeSource(CODES), PromptPools.builtin(), seed=1)
-    fresh.example(0, epoch=5)
-    assert [fresh.example(1, epoch=e).text for e in (2, 0)] == [ds.example(1, epoch=e).text for e in (2, 0)]
+    ds = AnnotationExampleSet(example_set_files(tmp_path), CropCodes(), PromptPools.builtin(), seed=1)
+    assert len(ds) == 3 and [ds.example(i).task for i in range(3)] == [
+        "t2m_direct_generation",
+        "irmogen_cot",
+        "tm2m_direct_refinement",
+    ]
     assert len({ds.example(1, epoch=e).meta["num_attempts"] for e in range(30)}) > 1
+    with pytest.raises(IndexError, match="out of range 0..2"):
+        ds.example(3)
+
+
+def test_example_set_items_do_not_depend_on_access_order_or_object(tmp_path):
+    from data.sft_examples import AnnotationExampleSet, item_rng
+
+    files, pools = example_set_files(tmp_path), PromptPools.builtin()
+    keys = [(e, i) for e in range(4) for i in range(3)]
+    first = AnnotationExampleSet(files, CropCodes(), pools, seed=5)
+    forward = {(e, i): first.example(i, e).spans() for e, i in keys}
+
+    shuffled = list(keys)
+    random.Random(0).shuffle(shuffled)
+    fresh = AnnotationExampleSet(files, CropCodes(), pools, seed=5)
+    for e, i in shuffled[:5]:  # other items drawn first: no shared state moves on
+        fresh.example(i, e)
+    assert {(e, i): fresh.example(i, e).spans() for e, i in shuffled} == forward
+    # a "worker" that only ever sees item 2 builds the same examples
+    worker = AnnotationExampleSet(files, CropCodes(), pools, seed=5)
+    assert [worker.example(2, e).spans() for e in range(4)] == [forward[(e, 2)] for e in range(4)]
+
+    # epochs differ: templates/candidates and the crop offsets (marker codes 500..503) change
+    for i in range(3):
+        texts = [first.example(i, e).text for e in range(12)]
+        assert len(set(texts)) > 1
+    answers = {first.example(0, e).response for e in range(24)}
+    assert answers == {span(500 + k, 88, 88, 301, 17) + "<eos>" for k in range(4)}
+    # another seed gives another sequence
+    other = AnnotationExampleSet(files, CropCodes(), pools, seed=6)
+    assert [other.example(1, e).text for e in range(4)] != [first.example(1, e).text for e in range(4)]
+
+    # text draws come from item_rng(seed, epoch, index) alone: a source that draws no crops gives
+    # the same example up to the crop markers
+    for e, i in keys:
+        plain = build_example(first.annotations[i], MappingCodeSource(CODES), pools, item_rng(5, e, i))
+        assert plain.text == re.sub(r"<Motion_50[0-3]>", "", first.example(i, e).text)
 
 
 def test_stage2_without_assess_refine_and_without_plan(tmp_path):

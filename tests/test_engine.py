@@ -16,8 +16,9 @@ from data.engine.run import ENGINE_LIST, STAGE3_FILE, EngineConfig, parse_stated
 from data.layout import read_captions
 from data.motion_repr import joints_to_features, recover_from_ric
 from data.synth.body import Subject
-from data.synth.program import ActionSpec, MotionProgram, sample_program
+from data.synth.program import ActionSpec, MotionProgram
 from data.synth.render import render_program
+from data.synth.sampling import sample_program
 
 N_MOTIONS = 6
 ROOT_SEED = 13
@@ -165,8 +166,8 @@ def test_apply_changes_refuses_records_that_do_not_fit():
 def test_engine_output_passes_inspect_annotations(engine_run, capsys):
     import torch
 
-    from data.inspect_annotations import main
     from models.vqvae import MotionVQVAE, VQVAEConfig
+    from prepare.inspect_annotations import main
 
     base, cfg, _ = engine_run
     torch.manual_seed(0)

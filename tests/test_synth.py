@@ -26,9 +26,9 @@ from data.synth.program import (
     MotionProgram,
     ProgramError,
     all_family_attributes,
-    sample_program,
 )
 from data.synth.render import MAX_SECONDS, MIN_SECONDS, render_program, render_program_info
+from data.synth.sampling import sample_program
 from data.synth.writer import read_attributes
 
 HML = get_dataset_spec("humanml3d")

@@ -55,7 +55,8 @@ from data.config import config_to_dict
 from data.engine.annotate import Goal, Variant, attribute_tasks, caption_tasks
 from data.engine.perturb import Stated, imperfect_ladder
 from data.layout import DatasetFileError, DatasetPaths, read_captions, read_split
-from data.sft_examples import build_cot_prompt, choose_attempts, is_no_refinement
+from data.prompts import build_cot_prompt
+from data.sft_examples import choose_attempts, is_no_refinement
 from data.specs import get_dataset_spec
 from data.synth.body import Subject
 from data.synth.captions import caption_program

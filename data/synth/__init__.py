@@ -9,8 +9,9 @@ Library API (what the data engine and tests use):
 - ``program``: ``MotionProgram(actions, relation)`` of ``ActionSpec(family, direction, speed,
   repetitions, limb, amplitude, duration)``; ``to_dict``/``from_dict`` (validated, ``ProgramError``
   names the field); ``family_attributes(family)`` / ``all_family_attributes()`` list the meaningful
-  attributes and their allowed values; ``sample_program(rng)``. The schema is in that module's
-  docstring.
+  attributes and their allowed values; ``draw_program(rng)`` (one unchecked draw). The schema is
+  in that module's docstring.
+- ``sampling``: ``sample_program(rng)`` (draws until the nominal length fits ``MAX_PROGRAM_SECONDS``).
 - ``body``: ``Subject`` (bone proportions, JSON-safe), ``sample_subject(rng)``.
 - ``render``: ``render_program(program, subject, style_seed, dataset) -> (T, J, 3)`` (deterministic;
   style depends only on ``style_seed``, so a perturbed program keeps the subject and style),

@@ -29,8 +29,8 @@ from data.layout import SPLITS, DatasetPaths
 from data.specs import get_dataset_spec
 from data.synth.body import sample_subject
 from data.synth.captions import Caption, caption_action, caption_program
-from data.synth.program import sample_program
 from data.synth.render import render_program_info
+from data.synth.sampling import sample_program
 from data.synth.writer import write_motion
 
 logger = logging.getLogger(__name__)

@@ -383,25 +383,13 @@ def _choose_family(rng: np.random.Generator, allowed: tuple[str, ...]) -> str:
     return _choose(rng, allowed, _FAMILY_WEIGHTS)
 
 
-def sample_program(rng: np.random.Generator) -> MotionProgram:
-    """Draw a program: ~50% single actions, ~38% "A then B", ~12% "A while B".
+def draw_program(rng: np.random.Generator) -> MotionProgram:
+    """One program draw: ~50% single actions, ~38% "A then B", ~12% "A while B".
 
     Sequences never repeat a family and respect seating (``sit_down`` last or followed by
-    ``stand_up``; ``stand_up`` first). Programs whose nominal length (``render.program_duration``)
-    exceeds ``MAX_PROGRAM_SECONDS`` are redrawn, so rendered motions are rarely cut at 9.8 s.
+    ``stand_up``; ``stand_up`` first). The length is not checked here: ``data.synth.sampling.
+    sample_program`` redraws programs longer than ``MAX_PROGRAM_SECONDS``.
     """
-    # Imported here: the renderer depends on this module.
-    from data.synth.render import program_duration
-
-    program = _sample_program_once(rng)
-    for _ in range(50):
-        if program_duration(program) <= MAX_PROGRAM_SECONDS:
-            break
-        program = _sample_program_once(rng)
-    return program
-
-
-def _sample_program_once(rng: np.random.Generator) -> MotionProgram:
     relation = _choose(rng, RELATIONS, _RELATION_WEIGHTS)
     names = tuple(FAMILIES)
     if relation == "single":
