@@ -145,6 +145,31 @@ def dist_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def init_distributed(device: Any) -> bool:
+    """Start the default process group for a ``torchrun`` launch (``WORLD_SIZE > 1``), if not started.
+
+    Backend ``nccl`` for a CUDA ``device`` (made the current device first), ``gloo`` on CPU.
+    Returns True when this call started the group, so the caller ends it with
+    ``destroy_distributed()``; False in one process or when the group already exists.
+    """
+    if dist_env()[1] <= 1 or dist_initialized():
+        return False
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def destroy_distributed() -> None:
+    """End the default process group, if one is running."""
+    if dist_initialized():
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
 def group_rank_world() -> tuple[int, int]:
     """``(rank, world_size)`` of the initialised default process group; ``(0, 1)`` without one.
 
