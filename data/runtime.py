@@ -129,3 +129,87 @@ def set_torch_threads(num_threads: int) -> None:
         import torch
 
         torch.set_num_threads(num_threads)
+
+
+# ----------------------------------------------------------------------------------------------
+# Process group: rank/world and gathering for work shared by ranks (no-ops in one process)
+# ----------------------------------------------------------------------------------------------
+# torch is imported inside these functions, as in set_seed above: the synth and engine CLIs import
+# this module and must not pay for (or require) torch.
+
+
+def dist_initialized() -> bool:
+    """True inside an initialised ``torch.distributed`` default process group."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def init_distributed(device: Any) -> bool:
+    """Start the default process group for a ``torchrun`` launch (``WORLD_SIZE > 1``), if not started.
+
+    Backend ``nccl`` for a CUDA ``device`` (made the current device first), ``gloo`` on CPU.
+    Returns True when this call started the group, so the caller ends it with
+    ``destroy_distributed()``; False in one process or when the group already exists.
+    """
+    if dist_env()[1] <= 1 or dist_initialized():
+        return False
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def destroy_distributed() -> None:
+    """End the default process group, if one is running."""
+    if dist_initialized():
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
+def group_rank_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised default process group; ``(0, 1)`` without one.
+
+    Use this, not ``dist_env()``, to share work that is gathered afterwards: under ``torchrun``
+    before ``init_process_group`` (or when a script never calls it) the environment names several
+    ranks, yet no collective can run, so each process must do all the work itself.
+    """
+    if not dist_initialized():
+        return 0, 1
+    import torch.distributed as dist
+
+    return dist.get_rank(), dist.get_world_size()
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every rank's picklable ``obj`` in rank order (``[obj]`` without a process group).
+
+    A collective: every rank of the group must call it.
+    """
+    if not dist_initialized():
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_dicts(mine: dict[Any, Any]) -> dict[Any, Any]:
+    """Union of every rank's ``{work unit: result}`` dict (a collective; the ranks hold disjoint keys).
+
+    Raises:
+        ValueError: two ranks returned the same key (work was duplicated, not shared).
+    """
+    merged: dict[Any, Any] = {}
+    for rank, part in enumerate(all_gather_objects(mine)):
+        clash = merged.keys() & part.keys()
+        if clash:
+            raise ValueError(
+                f"gather_dicts: rank {rank} repeats work unit(s) {list(clash)[:5]} of a lower rank"
+            )
+        merged.update(part)
+    return merged

@@ -16,7 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.layout import DatasetFileError, DatasetPaths, read_split
+from data.normalization import FeatureNorm
 from data.specs import DatasetSpec, get_dataset_spec
+from data.word_vectorizer import WordVectorFileError, WordVectorizer
+from models.evaluator import EvaluatorLoadError, load_guo_evaluator
 
 EVAL_META_DIR = "Comp_v6_KLD005"
 """Folder whose ``meta/`` holds the evaluator mean/std in the released tree."""
@@ -41,8 +44,6 @@ def released_evaluator_paths(checkpoints_dir: str | Path, dataset: str | Dataset
 
 def verify_glove(glove_dir: str | Path, prefix: str = "our_vab") -> str:
     """Load the ``our_vab`` files with the restricted reader; check sos/eos/unk and 300-d rows."""
-    from data.word_vectorizer import WordVectorFileError, WordVectorizer
-
     try:
         vec = WordVectorizer(glove_dir, prefix=prefix)
     except WordVectorFileError as err:
@@ -55,9 +56,6 @@ def verify_glove(glove_dir: str | Path, prefix: str = "our_vab") -> str:
 
 def verify_evaluator_tree(checkpoints_dir: str | Path, dataset: str | DatasetSpec) -> str:
     """Strictly load ``finest.tar`` and check both meta folders hold ``(D,)`` mean/std files."""
-    from data.normalization import FeatureNorm
-    from models.evaluator import EvaluatorLoadError, load_guo_evaluator
-
     spec = get_dataset_spec(dataset)
     paths = released_evaluator_paths(checkpoints_dir, spec)
     try:

@@ -17,10 +17,17 @@ from __future__ import annotations
 import logging
 import os
 
-import torch
-
 from data.config import config_to_dict, parse_cli
-from data.runtime import dist_env, prepare_run_dir, resolve_device, set_seed, set_torch_threads, setup_logging
+from data.runtime import (
+    destroy_distributed,
+    dist_env,
+    init_distributed,
+    prepare_run_dir,
+    resolve_device,
+    set_seed,
+    set_torch_threads,
+    setup_logging,
+)
 from eval.harness import EvalConfig, harness_from_config, vq_method_from_config, write_report
 
 logger = logging.getLogger("eval.evaluate")
@@ -29,14 +36,10 @@ logger = logging.getLogger("eval.evaluate")
 def main(argv: list[str] | None = None) -> dict | None:
     cfg = parse_cli(EvalConfig, argv, description=__doc__)
     setup_logging()
-    rank, world, local_rank = dist_env()
+    rank, _, local_rank = dist_env()
     device = resolve_device(cfg.device, local_rank)
     set_torch_threads(cfg.num_threads)
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        torch.distributed.init_process_group(backend=backend)
+    started = init_distributed(device)
     try:
         seed = set_seed(cfg.seed)
         out = prepare_run_dir(cfg.output_dir, config_to_dict(cfg), seed)
@@ -51,8 +54,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         logger.info("wrote %s and %s\n%s", js, md, report.markdown())
         return report.to_json()
     finally:
-        if world > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        if started:
+            destroy_distributed()
 
 
 if __name__ == "__main__":

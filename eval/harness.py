@@ -7,14 +7,20 @@ A **method** is a generation callable plus the normalisation space its motions a
 
     Method(name="my model", generate=generate, space=FeatureNorm.load_meta(vq_meta_dir, "humanml3d"))
 
+A method that refines its output returns, per caption, one motion per round
+(``Method(..., rounds=R)``; ``generate`` then returns N lists of R motions); every round is scored
+as its own row, ``"<name> round k"`` (round 0 = the first generation, round k = after k
+refinements).
+
 ``EvaluationHarness.run(methods)`` does the rest (spec sections 1.8, 2, 6, 10):
 
 - test items of ``EvalMotionTextDataset`` (caption draw, crop coin and start from
   ``default_rng([seed, r, i])``), shuffled ``drop_last`` batches of 32 from ``replication_batches``;
   replication ``r`` re-draws everything;
-- ground-truth motions in the evaluator's space; generated motions mapped with
-  ``x_eval = ((x * std_src + mean_src) - mean_eval) / std_eval`` (``EvalSpaceMap``), cut to
-  ``max_motion_len`` frames and zero-padded;
+- ground-truth motions in the evaluator's space; generated motions embedded by
+  ``eval.scoring.MotionTextScorer`` (mapped with
+  ``x_eval = ((x * std_src + mean_src) - mean_eval) / std_eval``, cut to ``max_motion_len`` frames
+  and zero-padded);
 - per replication and method: R-precision top-1/2/3 and MM-Dist on each batch of 32 (the method's
   motions against the batch's own texts), FID against the ground-truth embeddings of the same
   batches, diversity over 300 pairs; the ``Real motion`` row takes R-precision / MM-Dist /
@@ -32,12 +38,13 @@ numbers do not depend on the process count), and each replication indexes the ch
 
 Failed generations (``None``, 0 frames, fewer than ``unit_length`` frames, wrong feature size or
 NaN/inf) are replaced by ``unit_length`` zero frames (the mean pose in the evaluator's space, one
-movement step, like the published single-code substitute), counted per method, and reported in the
-JSON and the Markdown table.
+movement step, like the published single-code substitute; ``eval.scoring``), scored like every
+other sample (the metrics always see all N rows), counted per row, and reported in the JSON and
+the Markdown table.
 
 Processes: under ``torchrun`` each rank takes batches ``rank, rank + world, ...`` of every
-replication; the per-batch embeddings are gathered on rank 0, which computes the metrics in batch
-order. Generation callables get ``batch.seed`` (a function of seed, replication and batch index) so
+replication; the per-batch embeddings are gathered (``data.runtime.gather_dicts``) and rank 0
+computes the metrics in batch order. Generation callables get ``batch.seed`` (a function of seed, replication and batch index) so
 sampling is reproducible whatever the process count.
 """
 
@@ -54,9 +61,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.datasets import EvalMotionTextDataset, eval_collate, replication_batches
+from data.datasets import EvalMotionTextDataset, build_clip_index, eval_collate, replication_batches
 from data.normalization import EvalSpaceMap, FeatureNorm, check_eval_space
-from data.word_vectorizer import encode_caption
+from data.runtime import gather_dicts, group_rank_world
+from data.specs import get_dataset_spec
+from data.word_vectorizer import WordVectorizer
 from eval.metrics import (
     activation_statistics,
     diversity,
@@ -66,7 +75,8 @@ from eval.metrics import (
     multimodality,
     text_motion_scores_batched,
 )
-from models.evaluator import GuoEvaluator
+from eval.scoring import MotionLike, MotionTextScorer
+from models.evaluator import GuoEvaluator, load_guo_evaluator
 from models.vqvae import MotionVQVAE
 
 logger = logging.getLogger(__name__)
@@ -114,18 +124,59 @@ class HarnessBatch:
         return torch.Generator().manual_seed(self.seed)
 
 
-GenerationFn = Callable[[list[str], np.ndarray, HarnessBatch], Sequence[np.ndarray | None]]
-"""``(captions, lengths, batch) -> one (T_i, D) motion (or None) per caption`` in the method's space."""
+GenerationFn = Callable[[list[str], np.ndarray, HarnessBatch], Sequence[MotionLike | Sequence[MotionLike]]]
+"""``(captions, lengths, batch) ->`` per caption one ``(T_i, D)`` motion (or None), or with
+``Method.rounds = R > 1`` a sequence of R of them, in the method's space."""
 
 
 @dataclass
 class Method:
-    """A row of the results table."""
+    """A generator evaluated by the harness: one row of the results table per round."""
 
     name: str
     generate: GenerationFn
     space: FeatureNorm
     """Normalisation of the returned motions (``FeatureNorm.identity(D)`` for raw features)."""
+    rounds: int = 1
+    """Motions per caption. 1: ``generate`` returns one motion per caption (row ``name``). R > 1:
+    it returns, per caption, a sequence of R motions (round 0 = first generation, round k = after
+    k refinements; ``None`` for a failed round or for all rounds of a caption), each round scored
+    as its own row ``"<name> round k"``."""
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"method {self.name!r}: rounds={self.rounds} must be >= 1")
+
+    def row_names(self) -> list[str]:
+        """The report rows of this method, in round order."""
+        if self.rounds == 1:
+            return [self.name]
+        return [f"{self.name} round {k}" for k in range(self.rounds)]
+
+    def split_rounds(self, out: Sequence[Any], n: int, where: str) -> list[list[MotionLike]]:
+        """``generate``'s output for ``n`` captions -> ``rounds`` lists of ``n`` motions.
+
+        Raises:
+            ValueError: not one entry per caption, or (rounds > 1) an entry that is not a sequence of
+                ``rounds`` motions.
+        """
+        if len(out) != n:
+            raise ValueError(f"method {self.name!r} returned {len(out)} motions for {n} captions ({where})")
+        if self.rounds == 1:
+            return [list(out)]
+        per_round: list[list[MotionLike]] = [[] for _ in range(self.rounds)]
+        for j, entry in enumerate(out):
+            if entry is None:  # every round of this caption failed
+                entry = [None] * self.rounds
+            if isinstance(entry, np.ndarray | torch.Tensor) or len(entry) != self.rounds:
+                got = f"shape {tuple(entry.shape)}" if hasattr(entry, "shape") else f"{len(entry)} entries"
+                raise ValueError(
+                    f"method {self.name!r} has rounds={self.rounds} but returned {got} for caption {j} "
+                    f"({where}); return one list of {self.rounds} motions per caption (None for a failed round)"
+                )
+            for k, m in enumerate(entry):
+                per_round[k].append(m)
+        return per_round
 
 
 @dataclass
@@ -213,38 +264,6 @@ def write_report(report: EvalReport, output_dir: str | Path, stem: str = "eval")
 
 
 # ----------------------------------------------------------------------------------------------
-# Distributed helpers (no-ops in one process)
-# ----------------------------------------------------------------------------------------------
-
-
-def _dist_ready() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def _world() -> tuple[int, int]:
-    if _dist_ready():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _all_gather(obj: Any) -> list[Any]:
-    """List of every rank's ``obj`` in rank order (``[obj]`` in one process)."""
-    if not _dist_ready():
-        return [obj]
-    out: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(out, obj)
-    return out
-
-
-def _gather_dicts(mine: dict[int, Any]) -> dict[int, Any]:
-    """Union of every rank's ``{work unit: result}`` dict (the ranks hold disjoint keys)."""
-    gathered: dict[int, Any] = {}
-    for part in _all_gather(mine):
-        gathered.update(part)
-    return gathered
-
-
-# ----------------------------------------------------------------------------------------------
 # Harness
 # ----------------------------------------------------------------------------------------------
 
@@ -269,6 +288,9 @@ class EvaluationHarness:
             ``mm_repeats`` times (30) and scored with ``mm_times`` pairs (10); the texts are drawn
             from ``default_rng([seed, r, tag])`` and keep the replication's caption draw.
         progress: tqdm bar on rank 0.
+
+    Attributes:
+        scorer: the ``MotionTextScorer`` that embeds every caption and motion of the run.
     """
 
     def __init__(
@@ -295,6 +317,7 @@ class EvaluationHarness:
                 "the evaluation dataset is not normalised with the evaluator's meta "
                 f"({eval_norm.source}); build EvalMotionTextDataset with that mean/std"
             )
+        self.scorer = MotionTextScorer(evaluator, dataset.vectorizer, eval_norm, text_chunk=text_chunk)
         self.batch_size = batch_size
         self.replications = replications
         self.diversity_times = diversity_times
@@ -330,39 +353,16 @@ class EvaluationHarness:
         counts = np.array([len(e.captions) for e in entries], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)])
         flat = [cap.tokens for e in entries for cap in e.captions]
-        chunks = [
-            (k, flat[s : s + self.text_chunk]) for k, s in enumerate(range(0, len(flat), self.text_chunk))
-        ]
-        rank, world = _world()
-        mine = {}
-        vec, max_len = self.dataset.vectorizer, self.spec.max_text_len
-        for k, toks in chunks[rank::world]:
-            enc = [encode_caption(vec, t, max_len) for t in toks]
-            words = torch.from_numpy(np.stack([e[0] for e in enc]))
-            pos = torch.from_numpy(np.stack([e[1] for e in enc]))
-            lens = torch.tensor([e[2] for e in enc], dtype=torch.long)
-            mine[k] = self.evaluator.embed_text(words, pos, lens).cpu().numpy()
-        gathered = _gather_dicts(mine)
+        chunks = [flat[s : s + self.text_chunk] for s in range(0, len(flat), self.text_chunk)]
+        rank, world = group_rank_world()
+        mine = {k: self.scorer.embed_texts(chunks[k]) for k in range(rank, len(chunks), world)}
+        gathered = gather_dicts(mine)
         cache = np.concatenate([gathered[k] for k in range(len(chunks))]).astype(np.float32)
         self._text_cache, self._caption_offsets = cache, offsets
         logger.info("embedded %d captions of %d test items once", len(flat), len(entries))
         return cache, offsets
 
-    # -------------------------------------------------------------- motions
-    def _pad(self, motions: Sequence[np.ndarray]) -> np.ndarray:
-        """Zero-pad ``(T_i, D)`` motions to ``(B, max_motion_len, D)`` float32."""
-        padded = np.zeros((len(motions), self.spec.max_motion_len, self.spec.feat_dim), dtype=np.float32)
-        for j, m in enumerate(motions):
-            padded[j, : len(m)] = m
-        return padded
-
-    def _embed_padded(self, padded: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """``(B, T, D)`` padded motions -> ``(B, E)`` evaluator embeddings."""
-        emb = self.evaluator.embed_motion(
-            torch.from_numpy(padded), torch.as_tensor(lengths, dtype=torch.long)
-        )
-        return emb.cpu().numpy()
-
+    # -------------------------------------------------------------- generation
     def _harness_batch(self, r: int, k: int, idx: np.ndarray, gt: Any) -> HarnessBatch:
         """What a generation callable sees of batch ``k`` of replication ``r`` (``gt``: its ``EvalBatch``)."""
         return HarnessBatch(
@@ -371,33 +371,28 @@ class EvaluationHarness:
             dataset=self.dataset,
         )  # fmt: skip
 
-    def _prepare_generated(
-        self, method: Method, mapper: EvalSpaceMap, out: Sequence[np.ndarray | None], n: int, where: str
-    ) -> tuple[list[np.ndarray], np.ndarray, int]:
-        """Validate, map to evaluator space, cut to max length; substitute failures. Returns (motions, lengths, failed)."""
-        if len(out) != n:
-            raise ValueError(f"method {method.name!r} returned {len(out)} motions for {n} captions ({where})")
-        unit, d, max_len = self.spec.unit_length, self.spec.feat_dim, self.spec.max_motion_len
-        motions, lengths, failed = [], [], 0
-        for j, m in enumerate(out):
-            arr = None if m is None else np.asarray(m.detach().cpu() if isinstance(m, torch.Tensor) else m)
-            ok = (
-                arr is not None and arr.ndim == 2 and arr.shape[1] == d and arr.shape[0] >= unit
-                and bool(np.isfinite(arr).all())
-            )  # fmt: skip
-            if not ok:
-                failed += 1
-                if failed == 1:
-                    shape = None if arr is None else arr.shape
-                    logger.warning("%s: failed generation for row %d (%s, shape %s); substituting %d mean-pose "
-                                   "frames and counting it", method.name, j, where, shape, unit)  # fmt: skip
-                motions.append(np.zeros((unit, d), np.float32))
-                lengths.append(unit)
-                continue
-            x = mapper(arr[:max_len])
-            motions.append(x)
-            lengths.append(len(x))
-        return motions, np.asarray(lengths, dtype=np.int64), failed
+    def _generate_rows(
+        self,
+        methods: list[Method],
+        mappers: list[EvalSpaceMap],
+        hb: HarnessBatch,
+        where: str,
+        check_space: bool,
+    ) -> dict[str, Any]:
+        """Run every method on one batch; ``{m<row>: (B, E) embeddings, f<row>: failures}`` per report row."""
+        rec: dict[str, Any] = {}
+        row = 0
+        for method, mapper in zip(methods, mappers, strict=True):
+            out = method.generate(list(hb.captions), hb.lengths.copy(), hb)
+            for name, motions in zip(
+                method.row_names(), method.split_rounds(out, len(hb.indices), where), strict=True
+            ):
+                emb, failed = self.scorer.embed_motions(
+                    motions, mapper, label=f"{name} ({where})", check_space=check_space
+                )
+                rec[f"m{row}"], rec[f"f{row}"] = emb, int(failed.sum())
+                row += 1
+        return rec
 
     # -------------------------------------------------------------- main loop
     def _run_batch(self, r: int, k: int, idx: np.ndarray, methods: list[Method],
@@ -410,34 +405,30 @@ class EvaluationHarness:
         rec: dict[str, Any] = {"text": text_cache[cap_rows]}
         if k == 0:
             check_eval_space(gt.motions.numpy(), lengths, f"ground truth (replication {r})")
-        rec["gt"] = self.evaluator.embed_motion(gt.motions, gt.m_lengths).cpu().numpy()
+        rec["gt"] = self.scorer.embed_padded(gt.motions, gt.m_lengths)
         second = eval_collate([ds.get_item(int(i), r + _SECOND_PASS_OFFSET) for i in idx])
-        rec["gt2"] = self.evaluator.embed_motion(second.motions, second.m_lengths).cpu().numpy()
+        rec["gt2"] = self.scorer.embed_padded(second.motions, second.m_lengths)
         hb = self._harness_batch(r, k, idx, gt)
-        where = f"replication {r}, batch {k}"
-        for mi, (method, mapper) in enumerate(zip(methods, mappers, strict=True)):
-            out = method.generate(list(gt.captions), lengths.copy(), hb)
-            motions, m_len, failed = self._prepare_generated(method, mapper, out, len(idx), where)
-            padded = self._pad(motions)
-            if k == 0 and failed == 0:  # warn only: an untrained generator may emit anything
-                check_eval_space(padded, m_len, f"{method.name} ({where})", strict=False)
-            rec[f"m{mi}"] = self._embed_padded(padded, m_len)
-            rec[f"f{mi}"] = failed
+        # warn-only space check on the first batch: an untrained generator may emit anything
+        rec.update(
+            self._generate_rows(methods, mappers, hb, f"replication {r}, batch {k}", check_space=k == 0)
+        )
         return rec
 
     def run(self, methods: Sequence[Method] = ()) -> EvalReport:
         """Evaluate the ground truth and every method; returns the report on every rank.
 
-        Metrics are computed on rank 0 from the gathered embeddings; other ranks return an
-        empty report (``results == []``).
+        Rows: the ground truth, then each method's ``row_names()`` (one per round). Metrics are
+        computed on rank 0 from the gathered embeddings; other ranks return an empty report
+        (``results == []``).
         """
         methods = list(methods)
-        names = [REAL_MOTION, *(m.name for m in methods)]
+        names = [REAL_MOTION, *(n for m in methods for n in m.row_names())]
         if len(set(names)) != len(names):
-            raise ValueError(f"method names must be unique and not {REAL_MOTION!r}: {names}")
-        mappers = [EvalSpaceMap(m.space, self.eval_norm) for m in methods]
+            raise ValueError(f"method row names must be unique and not {REAL_MOTION!r}: {names}")
+        mappers = [self.scorer.space_map(m.space) for m in methods]
         text_cache, offsets = self.text_embeddings()
-        rank, world = _world()
+        rank, world = group_rank_world()
         batches_per_rep = len(self.dataset) // self.batch_size
         results = {n: MethodResult(name=n, values={k: [] for k in METRIC_KEYS}) for n in names}
         total = self.replications * len(range(rank, batches_per_rep, world))
@@ -449,15 +440,15 @@ class EvaluationHarness:
             for k in range(rank, len(batches), world):
                 mine[k] = self._run_batch(r, k, batches[k], methods, mappers, text_cache, offsets)
                 bar.update(1)
-            gathered = _gather_dicts(mine)
+            gathered = gather_dicts(mine)
             if rank != 0:
                 continue
             recs = [gathered[k] for k in range(len(batches))]
-            self._score_replication(r, recs, methods, results)
+            self._score_replication(r, recs, names[1:], results)
         bar.close()
         if self.mm_texts and methods:
             for r in range(self.replications):
-                self._multimodality(r, methods, mappers, results)
+                self._multimodality(r, methods, mappers, names[1:], results)
         info = {
             "split": self.dataset.index.split, "dataset": self.spec.name, "replications": self.replications,
             "batch_size": self.batch_size, "samples_per_replication": batches_per_rep * self.batch_size,
@@ -470,11 +461,14 @@ class EvaluationHarness:
         return EvalReport(results=[results[n] for n in names] if rank == 0 else [], info=info)
 
     def _score_replication(
-        self, r: int, recs: list[dict[str, Any]], methods: list[Method], results: dict[str, MethodResult]
+        self, r: int, recs: list[dict[str, Any]], rows: list[str], results: dict[str, MethodResult]
     ) -> None:
+        """Metrics of one replication for the ground truth and the generated ``rows`` (keys ``m<i>``)."""
         text = np.concatenate([x["text"] for x in recs])
         gt = np.concatenate([x["gt"] for x in recs])
         gt2 = np.concatenate([x["gt2"] for x in recs])
+        # one reference per replication for all rows: frechet_distance(mu_gt, S_gt, ...) with the
+        # ground truth's factorisation done once
         ref = frechet_reference(*activation_statistics(gt))
         div_seed = self.seed + r
 
@@ -484,22 +478,23 @@ class EvaluationHarness:
             return {"top1": float(rp[0]), "top2": float(rp[1]), "top3": float(rp[2]), "fid": fid,
                     "mm_dist": mm, "diversity": diversity(emb, times=self.diversity_times, seed=div_seed)}  # fmt: skip
 
-        rows = {REAL_MOTION: score(gt, gt2)}
-        for mi, m in enumerate(methods):
-            emb = np.concatenate([x[f"m{mi}"] for x in recs])
-            rows[m.name] = score(emb, emb)
-            results[m.name].failed += sum(x[f"f{mi}"] for x in recs)
-            results[m.name].generated += len(emb)
-        for name, vals in rows.items():
+        scores = {REAL_MOTION: score(gt, gt2)}
+        for i, name in enumerate(rows):
+            emb = np.concatenate([x[f"m{i}"] for x in recs])
+            scores[name] = score(emb, emb)
+            results[name].failed += sum(x[f"f{i}"] for x in recs)
+            results[name].generated += len(emb)
+        for name, vals in scores.items():
             for key, v in vals.items():
                 results[name].values[key].append(v)
         logger.info("replication %d: %s", r, "; ".join(
-            f"{n}: top1 {v['top1']:.3f} fid {v['fid']:.3f} mm {v['mm_dist']:.3f}" for n, v in rows.items()))  # fmt: skip
+            f"{n}: top1 {v['top1']:.3f} fid {v['fid']:.3f} mm {v['mm_dist']:.3f}" for n, v in scores.items()))  # fmt: skip
 
     def _multimodality(
-        self, r: int, methods: list[Method], mappers: list[EvalSpaceMap], results: dict[str, MethodResult]
-    ) -> None:
-        """``mm_repeats`` generations of ``mm_texts`` texts -> (T, R, E) -> ``multimodality`` per method.
+        self, r: int, methods: list[Method], mappers: list[EvalSpaceMap], rows: list[str],
+        results: dict[str, MethodResult],
+    ) -> None:  # fmt: skip
+        """``mm_repeats`` generations of ``mm_texts`` texts -> (T, R, E) -> ``multimodality`` per row.
 
         Work units (chunk of up to ``batch_size`` texts, repeat) are shared round-robin by the ranks;
         each unit has its own rank-independent ``batch.seed``. Failures count like in the main pass.
@@ -508,32 +503,26 @@ class EvaluationHarness:
         items = np.random.default_rng([self.seed, r, _MM_TAG]).choice(len(ds), self.mm_texts, replace=False)
         chunks = [items[s : s + bs] for s in range(0, len(items), bs)]
         units = [(c, j) for c in range(len(chunks)) for j in range(self.mm_repeats)]
-        rank, world = _world()
+        rank, world = group_rank_world()
         mine: dict[int, dict[str, Any]] = {}
         for u in tqdm(range(rank, len(units), world), desc=f"multimodality {r}", leave=False,
                       disable=not (self.progress and rank == 0)):  # fmt: skip
             idx = chunks[units[u][0]]
             gt = eval_collate([ds.get_item(int(i), r) for i in idx])
             hb = self._harness_batch(r, _MM_BATCH_OFFSET + u, idx, gt)
-            lengths = hb.lengths
-            rec: dict[str, Any] = {}
-            for mi, (method, mapper) in enumerate(zip(methods, mappers, strict=True)):
-                out = method.generate(list(gt.captions), lengths.copy(), hb)
-                motions, m_len, failed = self._prepare_generated(
-                    method, mapper, out, len(idx), f"multimodality, replication {r}"
-                )
-                rec[f"m{mi}"], rec[f"f{mi}"] = self._embed_padded(self._pad(motions), m_len), failed
-            mine[u] = rec
-        gathered = _gather_dicts(mine)
+            mine[u] = self._generate_rows(
+                methods, mappers, hb, f"multimodality, replication {r}", check_space=False
+            )
+        gathered = gather_dicts(mine)
         if rank != 0:
             return
-        for mi, m in enumerate(methods):
-            emb = np.zeros((len(items), self.mm_repeats, gathered[0][f"m{mi}"].shape[1]), np.float32)
+        for i, name in enumerate(rows):
+            emb = np.zeros((len(items), self.mm_repeats, gathered[0][f"m{i}"].shape[1]), np.float32)
             for u, (c, j) in enumerate(units):
-                emb[c * bs : c * bs + len(chunks[c]), j] = gathered[u][f"m{mi}"]
-                results[m.name].failed += gathered[u][f"f{mi}"]
-                results[m.name].generated += len(chunks[c])
-            results[m.name].values["mmodality"].append(
+                emb[c * bs : c * bs + len(chunks[c]), j] = gathered[u][f"m{i}"]
+                results[name].failed += gathered[u][f"f{i}"]
+                results[name].generated += len(chunks[c])
+            results[name].values["mmodality"].append(
                 multimodality(emb, times=self.mm_times, seed=self.seed + r)
             )
 
@@ -625,10 +614,6 @@ class EvalConfig:
 
 def harness_from_config(cfg: EvalConfig, device: torch.device | str = "cpu") -> EvaluationHarness:
     """Load the evaluator, its meta, the word vectors and the split into an ``EvaluationHarness``."""
-    from data.datasets import build_clip_index
-    from data.word_vectorizer import WordVectorizer
-    from models.evaluator import load_guo_evaluator
-
     evaluator = load_guo_evaluator(cfg.evaluator_checkpoint, cfg.dataset, device=device)
     eval_norm = FeatureNorm.load_meta(cfg.evaluator_meta_dir, cfg.dataset)
     index = build_clip_index(
@@ -649,8 +634,6 @@ def vq_method_from_config(cfg: EvalConfig, device: torch.device | str = "cpu") -
     """The VQ-VAE reconstruction row, or ``None`` when ``vq_checkpoint`` is empty."""
     if not cfg.vq_checkpoint:
         return None
-    from data.specs import get_dataset_spec
-
     spec = get_dataset_spec(cfg.dataset)
     vq = MotionVQVAE.from_checkpoint(cfg.vq_checkpoint, nfeats=spec.feat_dim, map_location=device)
     norm = FeatureNorm.load_meta(cfg.vq_meta_dir, spec)

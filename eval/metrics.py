@@ -11,13 +11,17 @@ Protocol reminders (spec section 6, pitfalls 5, 7, 13, 14, 16):
 
 - R-precision and matching score are computed on batches of exactly 32 pairs; the other 31
   motions of a batch are the distractors, so the number depends on the batch size (pitfall 7).
-  :func:`text_motion_scores_batched` scores consecutive chunks of ``batch_size`` rows in one
-  vectorised pass and drops a final partial chunk (like ``drop_last=True`` / IRG's chunking).
-- FID: ``||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))``; :func:`frechet_distance` is the
-  published ``scipy.linalg.sqrtm`` computation, :func:`frechet_reference` +
-  :func:`frechet_distance_to_reference` the equal-valued fast path for a fixed reference set
-  (Cholesky factor once; per compared set one ``syrk``, one ``dsygst``, one ``eigvalsh``;
-  ``scripts/bench_metrics.py`` measures it against the published way).
+  :func:`r_precision` and :func:`matching_score` (both through :func:`text_motion_scores_batched`,
+  which returns the two from one pass) score consecutive chunks of ``batch_size`` rows in one
+  vectorised pass and drop a final partial chunk (like ``drop_last=True`` / IRG's chunking).
+- FID: ``||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))``. :func:`frechet_distance` takes
+  ``Tr (S1 S2)^(1/2)`` from the eigenvalues of the symmetric ``L1^T S2 L1`` (``L1`` the Cholesky
+  factor of ``S1``), not from ``scipy.linalg.sqrtm``: the same value (to ~1e-10 relative) at a
+  fraction of the cost, never complex, no ``eps`` retry. :func:`frechet_reference` +
+  :func:`frechet_distance_to_reference` are the same computation split in two, to factor a fixed
+  reference set once. The published ``sqrtm`` route is kept only as the test and benchmark
+  reference (``tests/test_metrics.py``, ``scripts/bench_metrics.py``, which times one evaluation
+  through these functions against it).
 - Diversity: 300 random pairs; raises when there are not more than 300 samples (pitfall 14).
 - Multimodality: 10 pairs among the R generations of each text (pitfall 16: it is expensive,
   report how many replications it used).
@@ -31,7 +35,6 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 import scipy.linalg.lapack
 
 logger = logging.getLogger(__name__)
@@ -169,38 +172,47 @@ def _cumulative_hits(rank: np.ndarray, top_k: int) -> np.ndarray:
     return (rank.reshape(-1, 1) < np.arange(1, top_k + 1)).sum(axis=0)
 
 
-def r_precision(text_emb: np.ndarray, motion_emb: np.ndarray, top_k: int = 3) -> np.ndarray:
-    """R-precision of ONE batch: fraction of texts whose own motion is among the k nearest.
+def r_precision(
+    text_emb: np.ndarray, motion_emb: np.ndarray, top_k: int = 3, batch_size: int | None = 32
+) -> np.ndarray:
+    """R-precision: fraction of texts whose own motion is among the k nearest of its batch.
 
-    ``dist = euclidean_distance_matrix(E_t, E_m)`` (rows = texts); text i is a top-k hit when column
-    i is among the k smallest of row i (see :func:`_own_rank` for ties). The protocol uses batches
-    of 32 (the 31 other motions are the distractors); use :func:`r_precision_batched` for a split.
+    Rows ``[b*B, (b+1)*B)`` form batch ``b`` (``B = batch_size``, the protocol's 32: the other 31
+    motions of a batch are the distractors); a final partial batch is dropped. Within a batch
+    ``dist = euclidean_distance_matrix(E_t, E_m)`` (rows = texts) and text i is a top-k hit when
+    column i is among the k smallest of row i (:func:`_own_rank`, ties broken by column index):
+    ``R@k = #{top-k hits} / n`` over the ``n = (N // B) * B`` scored rows, k = 1..top_k. Computed
+    by :func:`text_motion_scores_batched` (all batches in one vectorised pass).
 
     Args:
-        text_emb: ``(B, D)``.
-        motion_emb: ``(B, D)``, row i paired with text i.
+        text_emb: ``(N, D)``.
+        motion_emb: ``(N, D)``, row i paired with text i.
         top_k: largest k (the protocol reports k = 1, 2, 3).
+        batch_size: candidates per text; ``None`` scores all N rows as one batch.
 
     Returns:
-        ``(top_k,)`` float array, entry k-1 = (number of top-k hits) / B, non-decreasing.
+        ``(top_k,)`` float array, entry k-1 = R@k, non-decreasing.
     """
-    t, m = _check_pair(text_emb, motion_emb)
-    _check_top_k(top_k, t.shape[0])
-    rank = _own_rank(euclidean_distance_matrix(t, m))
-    return _cumulative_hits(rank, top_k) / t.shape[0]
+    n = np.shape(text_emb)[0] if batch_size is None else batch_size
+    return text_motion_scores_batched(text_emb, motion_emb, batch_size=n, top_k=top_k)[0]
 
 
-def matching_score(text_emb: np.ndarray, motion_emb: np.ndarray) -> float:
+def matching_score(text_emb: np.ndarray, motion_emb: np.ndarray, batch_size: int | None = 32) -> float:
     """Matching score / MM-Dist: mean distance between each text and its own motion.
 
-    ``MM-Dist = (1/N) sum_i ||E_t[i] - E_m[i]|| = trace(dist) / N``.
+    ``MM-Dist = (1/n) sum_i ||E_t[i] - E_m[i]|| = sum_batches trace(dist_b) / n`` over the
+    ``n = (N // B) * B`` rows of the full batches (the protocol scores the R-precision batches, so
+    a final partial batch is dropped here too; ``batch_size=None`` keeps all N rows). The
+    distances are the diagonal of :func:`euclidean_distance_matrix` (expanded form), computed by
+    :func:`text_motion_scores_batched`.
 
     Args:
         text_emb: ``(N, D)``.
         motion_emb: ``(N, D)``, aligned rows.
+        batch_size: rows per batch (32); ``None`` = one batch of all rows.
     """
-    t, m = _check_pair(text_emb, motion_emb)
-    return float(np.linalg.norm(t - m, axis=1).mean())
+    n = np.shape(text_emb)[0] if batch_size is None else batch_size
+    return text_motion_scores_batched(text_emb, motion_emb, batch_size=n, top_k=1)[1]
 
 
 def text_motion_scores_batched(
@@ -216,9 +228,10 @@ def text_motion_scores_batched(
       (equal to the argsort position when a row has no exact ties);
     - ``MM-Dist = sum_batches trace(dist_b) / n``.
 
-    Equal to looping :func:`r_precision` / :func:`matching_score` over the batches and averaging
-    with weights ``B / n``. Shuffle the rows beforehand (pairs aligned) to get the protocol's random
-    batch composition.
+    The one implementation of both metrics (:func:`r_precision` and :func:`matching_score` return
+    its two halves); equal to looping the published per-batch computation (distance matrix,
+    ``argsort``, own column) over the batches and averaging with weights ``B / n``. Shuffle the
+    rows beforehand (pairs aligned) to get the protocol's random batch composition.
 
     Args:
         text_emb: ``(N, D)``.
@@ -273,18 +286,6 @@ def text_motion_scores_batched(
     hits = _cumulative_hits(_own_rank(dist), top_k)
     mm_dist = float(np.trace(dist, axis1=1, axis2=2).sum() / n)
     return hits / n, mm_dist
-
-
-def r_precision_batched(
-    text_emb: np.ndarray, motion_emb: np.ndarray, batch_size: int = 32, top_k: int = 3
-) -> np.ndarray:
-    """``(top_k,)`` R-precision over consecutive batches; see :func:`text_motion_scores_batched`."""
-    return text_motion_scores_batched(text_emb, motion_emb, batch_size=batch_size, top_k=top_k)[0]
-
-
-def matching_score_batched(text_emb: np.ndarray, motion_emb: np.ndarray, batch_size: int = 32) -> float:
-    """Matching score over consecutive batches (partial batch dropped); see :func:`text_motion_scores_batched`."""
-    return text_motion_scores_batched(text_emb, motion_emb, batch_size=batch_size, top_k=1)[1]
 
 
 # --------------------------------------------------------------------------- FID
@@ -356,42 +357,27 @@ def _max_kappa(mu: np.ndarray, var: np.ndarray) -> float:
     return float(np.max(mu * mu / var))
 
 
-def frechet_distance(
-    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
-) -> float:
-    """Fréchet distance between two Gaussians, computed the published way (``scipy.linalg.sqrtm``).
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Fréchet distance between two Gaussians (FID on evaluator embeddings).
 
-    ``FID = ||mu1 - mu2||^2 + Tr(sigma1) + Tr(sigma2) - 2 Tr sqrtm(sigma1 @ sigma2)``.
-
-    If ``sqrtm`` is not finite (near-singular product) it is retried with ``eps * I`` added to both
-    covariances. A complex result whose diagonal has an imaginary part above 1e-3 raises;
-    otherwise the real part is kept. For many comparisons against one fixed reference use the
-    equal-valued and faster :func:`frechet_reference` + :func:`frechet_distance_to_reference`.
+    ``FID = ||mu1 - mu2||^2 + Tr(sigma1) + Tr(sigma2) - 2 Tr (sigma1 sigma2)^(1/2)``, with
+    ``Tr (sigma1 sigma2)^(1/2) = sum_i sqrt(lambda_i)`` over the eigenvalues of the symmetric PSD
+    ``F^T sigma2 F`` (``F F^T = sigma1``; the Cholesky factor): see
+    :func:`frechet_distance_to_reference` for why, and :func:`frechet_reference` for the factor.
+    Equals the published ``scipy.linalg.sqrtm(sigma1 @ sigma2)`` computation to ~1e-10 relative
+    (``tests/test_metrics.py``), costs a fraction of it (``scripts/bench_metrics.py``) and never
+    goes complex; for a singular product it gives the exact value where the published code
+    retries with ``1e-6 * I`` added to both covariances. Comparing several sets with one
+    reference: build :func:`frechet_reference` once and call :func:`frechet_distance_to_reference`.
 
     Args:
-        mu1, mu2: ``(D,)`` means.
-        sigma1, sigma2: ``(D, D)`` covariances.
-        eps: diagonal offset of the retry.
+        mu1, mu2: ``(D,)`` means (``activation_statistics``).
+        sigma1, sigma2: ``(D, D)`` symmetric PSD covariances.
 
     Raises:
-        ValueError: shapes, non-finite inputs, or a significant imaginary component.
+        ValueError: shapes, non-finite inputs, asymmetric or clearly non-PSD covariances.
     """
-    mu1, sigma1 = _check_stats(mu1, sigma1, "1")
-    mu2, sigma2 = _check_stats(mu2, sigma2, "2")
-    if mu1.shape != mu2.shape:
-        raise ValueError(f"mu1 {mu1.shape} and mu2 {mu2.shape} must have the same dimension")
-    diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        logger.warning("FID: sqrtm(sigma1 sigma2) is not finite; retrying with %g * I added to both", eps)
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        imag = float(np.max(np.abs(np.diagonal(covmean).imag)))
-        if imag > 1e-3:
-            raise ValueError(f"FID: sqrtm(sigma1 sigma2) has an imaginary diagonal component of {imag:.3g}")
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    return _distance_to_reference(_reference(mu1, sigma1, "1"), mu2, sigma2, "2")
 
 
 @dataclass(frozen=True)
@@ -476,8 +462,13 @@ def frechet_reference(mu: np.ndarray, sigma: np.ndarray) -> FrechetReference:
     Raises:
         ValueError: shapes, non-finite values, asymmetry or clearly negative eigenvalues.
     """
-    mu, sigma = _check_stats(mu, sigma, "")
-    _check_symmetric(sigma, "sigma")
+    return _reference(mu, sigma, "")
+
+
+def _reference(mu: object, sigma: object, suffix: str) -> FrechetReference:
+    """:func:`frechet_reference`; ``suffix`` names the arguments in errors (``sigma1``)."""
+    mu, sigma = _check_stats(mu, sigma, suffix)
+    _check_symmetric(sigma, f"sigma{suffix}")
     trace = float(np.trace(sigma))
     # LAPACK potrf on sigma^T (= sigma, a Fortran-ordered view): the factor comes out in the
     # Fortran order that dsygst reads, so no copy is made per distance. info > 0: not numerically
@@ -486,7 +477,7 @@ def frechet_reference(mu: np.ndarray, sigma: np.ndarray) -> FrechetReference:
     if info == 0:
         return FrechetReference(mu=mu, sigma=sigma, factor=chol, trace=trace, triangular=True)
     w, v = np.linalg.eigh(sigma)
-    w = _check_psd_eigenvalues(w, "sigma")
+    w = _check_psd_eigenvalues(w, f"sigma{suffix}")
     return FrechetReference(mu=mu, sigma=sigma, factor=v * np.sqrt(w), trace=trace)
 
 
@@ -529,10 +520,15 @@ def frechet_distance_to_reference(ref: FrechetReference, mu: np.ndarray, sigma: 
         mu: ``(D,)`` mean of the compared set.
         sigma: ``(D, D)`` symmetric PSD covariance of the compared set.
     """
-    mu, sigma = _check_stats(mu, sigma, "")
+    return _distance_to_reference(ref, mu, sigma, "")
+
+
+def _distance_to_reference(ref: FrechetReference, mu: object, sigma: object, suffix: str) -> float:
+    """:func:`frechet_distance_to_reference`; ``suffix`` names the arguments in errors (``sigma2``)."""
+    mu, sigma = _check_stats(mu, sigma, suffix)
     if mu.shape != ref.mu.shape:
-        raise ValueError(f"mu {mu.shape} does not match the reference dimension {ref.mu.shape}")
-    _check_symmetric(sigma, "sigma")
+        raise ValueError(f"mu{suffix} {mu.shape} does not match the reference dimension {ref.mu.shape}")
+    _check_symmetric(sigma, f"sigma{suffix}")
     # only the lower triangle is read, so M's rounding-level asymmetry needs no averaging
     lam = _eigvalsh_lower(_congruence(ref, sigma))
     tr_covmean = float(np.sqrt(_check_psd_eigenvalues(lam, "F^T sigma F")).sum())

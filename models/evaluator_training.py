@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -50,7 +51,6 @@ from data.runtime import MetricsLogger, is_main_process
 from data.specs import DatasetSpec
 from data.vq_data import Clip, MotionWindows
 from data.word_vectorizer import WordVectorizer
-from eval.metrics import text_motion_scores_batched
 from models.evaluator import (
     CONTACT_DIMS,
     EvaluatorDims,
@@ -68,6 +68,11 @@ _NEG_SHIFT_TAG = 0x5EED5
 """Extra seed word keeping the negative-shift stream apart from the dataset's streams."""
 _VAL_EPOCH = 1 << 30
 """Epoch number of the fixed validation shifts (never a training epoch)."""
+
+RetrievalScores = Callable[..., tuple[np.ndarray, float]]
+"""``(text_emb (N, E), motion_emb (N, E), batch_size=B) -> ((3,) R-precision top-1..3, MM-Dist)``
+over consecutive batches of B. The entry point passes ``eval.metrics.text_motion_scores_batched``
+(the protocol's metric; ``models`` does not import ``eval``)."""
 
 
 @dataclass
@@ -285,9 +290,15 @@ def matching_losses(
 
 @torch.no_grad()
 def validate_matching(
-    model: MatchingModel, ds: EvalMotionTextDataset, cfg: EvaluatorTrainConfig
+    model: MatchingModel,
+    ds: EvalMotionTextDataset,
+    cfg: EvaluatorTrainConfig,
+    retrieval_scores: RetrievalScores,
 ) -> dict[str, float]:
-    """Validation loss (replication 0, fixed shifts) and R-precision / MM-Dist on its batches."""
+    """Validation loss (replication 0, fixed shifts) and R-precision / MM-Dist on its batches.
+
+    ``retrieval_scores`` computes the last two from the embeddings (see ``RetrievalScores``).
+    """
     model.train(False)
     batches = replication_batches(len(ds), batch_size=cfg.batch_size, seed=cfg.seed, replication=0)
     if not batches:
@@ -301,7 +312,7 @@ def validate_matching(
         tot, pos_tot, neg_tot = tot + loss.item(), pos_tot + pos.item(), neg_tot + neg.item()
         ts.append(t.numpy())
         ms.append(m.numpy())
-    rprec, mm = text_motion_scores_batched(np.concatenate(ts), np.concatenate(ms), batch_size=cfg.batch_size)
+    rprec, mm = retrieval_scores(np.concatenate(ts), np.concatenate(ms), batch_size=cfg.batch_size)
     n = len(batches)
     return {"val_loss": tot / n, "val_pos": pos_tot / n, "val_neg": neg_tot / n, "val_top1": float(rprec[0]),
             "val_top2": float(rprec[1]), "val_top3": float(rprec[2]), "val_mm_dist": mm}  # fmt: skip
@@ -314,8 +325,13 @@ def train_matching(
     cfg: EvaluatorTrainConfig,
     finest_path: Path,
     metrics: MetricsLogger | None = None,
+    *,
+    retrieval_scores: RetrievalScores,
 ) -> dict[str, float]:
     """Contrastive co-embedding training; saves ``finest_path`` at each new lowest validation loss.
+
+    ``retrieval_scores`` gives the logged validation R-precision / MM-Dist (``RetrievalScores``);
+    the checkpoint choice uses the validation loss only.
 
     Returns the validation record of the best epoch (plus ``best_epoch``).
     """
@@ -348,7 +364,7 @@ def train_matching(
             for key, value in (("loss", loss), ("pos", pos), ("neg", neg)):
                 run[key] += value.item()
         train_rec = {f"train_{k}": v / len(batches) for k, v in run.items()}
-        val = validate_matching(model, val_ds, cfg)
+        val = validate_matching(model, val_ds, cfg, retrieval_scores)
         improved = val["val_loss"] < best["val_loss"]
         if improved:
             best = {**val, "best_epoch": epoch}
@@ -380,10 +396,13 @@ def train_evaluator(
     vectorizer: WordVectorizer,
     dataset_norm: FeatureNorm,
     out: Path,
+    *,
+    retrieval_scores: RetrievalScores,
 ) -> dict[str, object]:
     """Run both steps and write ``meta/{mean,std}.npy``, ``movement_ae.pt``, ``finest.tar``, ``metrics.jsonl``.
 
     ``dataset_norm`` is the DATASET pair; the evaluator meta is derived from it with ``evaluator_meta``.
+    ``retrieval_scores`` scores the validation embeddings (``RetrievalScores``).
     Returns a summary (best validation record, timings, paths).
     """
     meta_dir = out / META_DIR
@@ -413,7 +432,9 @@ def train_evaluator(
     train_ds = EvalMotionTextDataset(train_index, vectorizer, ev_mean, ev_std, seed=cfg.seed)
     val_ds = EvalMotionTextDataset(val_index, vectorizer, ev_mean, ev_std, seed=cfg.seed)
     t1 = time.time()
-    best = train_matching(model, train_ds, val_ds, cfg, out / "finest.tar", metrics)
+    best = train_matching(
+        model, train_ds, val_ds, cfg, out / "finest.tar", metrics, retrieval_scores=retrieval_scores
+    )
     t_match = time.time() - t1
     summary: dict[str, object] = {
         "finest": str(out / "finest.tar"), "meta_dir": str(meta_dir), "best": best,

@@ -27,6 +27,7 @@ from data.runtime import prepare_run_dir, set_seed, set_torch_threads, setup_log
 from data.specs import get_dataset_spec
 from data.word_vectorizer import WordVectorizer
 from eval.harness import EvalConfig, harness_from_config, write_report
+from eval.metrics import text_motion_scores_batched
 from models.evaluator_training import EvaluatorTrainConfig, load_index, train_evaluator
 
 logger = logging.getLogger("prepare.train_evaluator")
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     vectorizer = WordVectorizer(cfg.glove_dir)
     summary = train_evaluator(
         cfg, spec, load_index(cfg, spec, cfg.train_split), load_index(cfg, spec, cfg.val_split), vectorizer,
-        norm, out,
+        norm, out, retrieval_scores=text_motion_scores_batched,
     )  # fmt: skip
 
     if cfg.final_split:

@@ -214,3 +214,37 @@ def test_loader_independent_of_world_size(eval_ds):
     # The collate keeps input order (no sorting by sent_len).
     items = [eval_ds.get_item(i, 0) for i in range(len(eval_ds))]
     assert eval_collate(items).names == [it.name for it in items]
+
+
+def test_eval_crop_is_clamped_to_196_frames(eval_ds, tiny_dataset: Path, tiny_glove: Path):
+    spec = eval_ds.spec
+    assert spec.max_motion_len == 196 and spec.unit_length == 4
+    # 199 frames (the longest kept clip): single crop (199 // 4) * 4 = 196, double 192; the start
+    # ranges over [0, 199 - m].
+    i = eval_ds.index.names().index("000004")
+    full = eval_ds.index.motion(i)
+    draws = [eval_ds.draw(i, r) for r in range(400)]
+    assert {d.m_length for d in draws} == {192, 196}
+    assert {d.start for d in draws if d.m_length == 196} == {0, 1, 2, 3}
+    assert {d.start for d in draws if d.m_length == 192} == set(range(8))
+    for r in (0, 1, 2, 3):
+        d, item = eval_ds.draw(i, r), eval_ds.get_item(i, r)
+        raw = eval_ds.raw_motion(i, r)
+        np.testing.assert_array_equal(raw, full[d.start : d.start + d.m_length])
+        assert item.motion.shape == (196, spec.feat_dim) and item.m_length == d.m_length == len(raw)
+        np.testing.assert_allclose(item.motion[: d.m_length], (raw - eval_ds.mean) / eval_ds.std, rtol=1e-6)
+        assert not item.motion[d.m_length :].any()  # zero padding after the crop
+    # A clip longer than 196 frames (let in by a wider length filter): the crop length is taken on
+    # min(T, 196) = 196 frames, so single 196 / double 192, from anywhere in [0, T - m].
+    wide = build_clip_index(tiny_dataset, "test", max_len=250, progress=False)
+    j = wide.names().index("000003")
+    assert wide.entries[j].length == 200
+    ds = EvalMotionTextDataset(wide, WordVectorizer(tiny_glove), eval_ds.mean, eval_ds.std, seed=3)
+    long_draws = [ds.draw(j, r) for r in range(400)]
+    assert {d.m_length for d in long_draws} == {192, 196}
+    assert {d.start for d in long_draws if d.m_length == 196} == set(range(5))
+    assert max(d.start + d.m_length for d in long_draws) == 200  # the last frames can be cropped
+    assert ds.get_item(j, 0).motion.shape == (196, spec.feat_dim)
+    # normalise_padded keeps exactly the first 196 frames of a longer motion
+    motion = np.random.default_rng(0).normal(size=(250, spec.feat_dim)).astype(np.float32)
+    np.testing.assert_allclose(ds.normalise_padded(motion), (motion[:196] - ds.mean) / ds.std, rtol=1e-6)

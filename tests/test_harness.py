@@ -179,3 +179,36 @@ def test_multimodality(setup):
     assert "| MModality | Failed |" in md and "6 texts x 11 generations" in md
     again = h.run([Method("noisy", noisy, raw)]).results[1]
     assert again.values["mmodality"] == noise.values["mmodality"]  # seeded per work unit
+
+
+def test_refinement_rounds_are_rows_and_failed_generations_stay_rows(setup):
+    h = _harness(setup)
+    raw = FeatureNorm.identity(SPEC.feat_dim)
+    # the documented failure substitute, given explicitly: unit_length frames of the mean pose
+    mean_pose = np.tile(h.eval_norm.mean, (SPEC.unit_length, 1))
+
+    def copy_gt(captions, lengths, batch):
+        return [batch.raw_motion(j) for j in range(len(captions))]
+
+    def refine(captions, lengths, batch):  # per caption: round 0 exact, round 1 failed, round 2 substitute
+        return [[batch.raw_motion(j), None, mean_pose] for j in range(len(captions))]
+
+    report = h.run([Method("copy", copy_gt, raw), Method("refine", refine, raw, rounds=3)])
+    names = [r.name for r in report.results]
+    assert names == [REAL_MOTION, "copy", "refine round 0", "refine round 1", "refine round 2"]
+    _, copy, r0, r1, r2 = report.results
+    assert r0.values == copy.values and r0.failed == 0  # a round is scored like a single-motion method
+    # every failed generation is scored (28 samples x 2 replications), none dropped, and scored
+    # exactly as the substitute it stands for
+    assert (r1.failed, r1.generated) == (56, 56) and (r2.failed, r2.generated) == (0, 56)
+    for k in ("top1", "top2", "top3", "fid", "mm_dist", "diversity"):
+        assert len(r1.values[k]) == 2
+        np.testing.assert_allclose(r1.values[k], r2.values[k], rtol=1e-6, atol=1e-6)
+    assert max(r1.values["diversity"]) < 1e-4  # all 28 rows are the same still pose
+    md = report.markdown()
+    assert "| refine round 1 |" in md and "| 56/56 |" in md and "| refine round 2 |" in md
+    # a method with rounds must return one list per caption
+    with pytest.raises(ValueError, match="rounds=2 but returned shape"):
+        h.run([Method("bad", copy_gt, raw, rounds=2)])
+    with pytest.raises(ValueError, match="unique"):
+        h.run([Method("x round 0", copy_gt, raw), Method("x", refine, raw, rounds=3)])

@@ -28,13 +28,6 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 """Top-level package of the importing module -> top-level packages it may import."""
 
-PENDING_AT_MERGE: dict[str, str] = {
-    "models/evaluator_training.py": "imports eval.metrics",
-    "eval/harness.py": "function-local project imports",
-    "eval/assets.py": "function-local project imports",
-}
-"""Files whose violations are being fixed on other branches. Removed at merge (must end empty)."""
-
 DEFERRED_FOR_THREAD_PINNING: frozenset[str] = frozenset(
     {"scripts/bench_metrics.py", "scripts/bench_motion_repr.py"}
 )
@@ -133,10 +126,7 @@ def test_import_directions_and_no_function_local_project_imports():
         for v in check_file(p)
         if not (v.path in DEFERRED_FOR_THREAD_PINNING and v.problem == FUNCTION_LOCAL)
     ]
-    offending = {v.path for v in violations}
-    stale = sorted(set(PENDING_AT_MERGE) - offending)
-    assert not stale, f"PENDING_AT_MERGE lists files that are clean now; remove them: {stale}"
-    remaining = [str(v) for v in violations if v.path not in PENDING_AT_MERGE]
+    remaining = [str(v) for v in violations]
     assert not remaining, f"{len(remaining)} layering violation(s):\n" + "\n".join(remaining)
 
 

@@ -1,4 +1,8 @@
-"""Evaluation metrics against hand-computed values, reference loops and scipy (spec section 6 / 9)."""
+"""Evaluation metrics against hand-computed values, reference loops and scipy (spec section 6 / 9).
+
+The published computations (per-batch ``argsort`` loop, ``scipy.linalg.sqrtm`` FID) live here as
+``_argsort_reference`` / ``_sqrtm_reference``: references for the tests, not a second public path.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +21,9 @@ from eval.metrics import (
     frechet_distance_to_reference,
     frechet_reference,
     matching_score,
-    matching_score_batched,
     mean_ci95,
     multimodality,
     r_precision,
-    r_precision_batched,
     text_motion_scores_batched,
 )
 
@@ -60,6 +62,21 @@ def _argsort_reference(
     return hits / (nb * batch), trace / (nb * batch)
 
 
+def _sqrtm_reference(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
+    """The published FID: ``sqrtm(sigma1 sigma2)``, retried with ``eps * I`` if not finite, real part."""
+    diff = mu1 - mu2
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        assert np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3)
+        covmean = covmean.real
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+
+
 # --------------------------------------------------------------------------- toy values (spec section 9)
 
 
@@ -85,14 +102,18 @@ def test_distance_matrix_identical_rows_is_zero_not_nan():
 
 
 def test_r_precision_toy():
-    np.testing.assert_allclose(r_precision(TEXT, MOTION, top_k=3), [2 / 3, 1.0, 1.0])
-    np.testing.assert_allclose(r_precision(TEXT, MOTION, top_k=1), [2 / 3])
+    np.testing.assert_allclose(r_precision(TEXT, MOTION, top_k=3, batch_size=None), [2 / 3, 1.0, 1.0])
+    np.testing.assert_allclose(r_precision(TEXT, MOTION, top_k=1, batch_size=3), [2 / 3])
+    with pytest.raises(ValueError, match="batch_size=32"):  # the protocol's default needs 32 rows
+        r_precision(TEXT, MOTION)
 
 
 def test_matching_score_toy_is_trace_over_n():
     expected = (1.0 + 1.0 + S2) / 3
-    assert matching_score(TEXT, MOTION) == pytest.approx(expected, rel=1e-12)
-    assert matching_score(TEXT, MOTION) == pytest.approx(np.trace(DIST) / 3, rel=1e-12)
+    assert matching_score(TEXT, MOTION, batch_size=None) == pytest.approx(expected, rel=1e-12)
+    assert matching_score(TEXT, MOTION, batch_size=3) == pytest.approx(np.trace(DIST) / 3, rel=1e-12)
+    # batches of 2: the third pair falls in the dropped partial batch
+    assert matching_score(TEXT, MOTION, batch_size=2) == pytest.approx(1.0, rel=1e-12)
 
 
 def test_batched_on_toy_equals_single_batch():
@@ -101,15 +122,10 @@ def test_batched_on_toy_equals_single_batch():
     assert mm == pytest.approx((2.0 + S2) / 3, rel=1e-12)
 
 
-@pytest.mark.parametrize("fast", [False, True])
-def test_fid_identical_toy_sets_is_zero(fast):
+def test_fid_identical_toy_sets_is_zero():
     mu, sigma = activation_statistics(MOTION)
-    fid = (
-        frechet_distance_to_reference(frechet_reference(mu, sigma), mu, sigma)
-        if fast
-        else frechet_distance(mu, sigma, mu, sigma)
-    )
-    assert abs(fid) < 1e-6
+    assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-6
+    assert abs(frechet_distance_to_reference(frechet_reference(mu, sigma), mu, sigma)) < 1e-6
 
 
 # --------------------------------------------------------------------------- R-precision protocol
@@ -123,7 +139,7 @@ def test_ties_follow_stable_argsort():
     stable_rank = np.argsort(np.argsort(dist, axis=1, kind="stable"), axis=1)[np.arange(3), np.arange(3)]
     np.testing.assert_array_equal(metrics._own_rank(dist), stable_rank)
     np.testing.assert_array_equal(stable_rank, [0, 1, 0])  # row 1: tied column 0 comes first
-    np.testing.assert_allclose(r_precision(text, motion, top_k=2), [2 / 3, 1.0])
+    np.testing.assert_allclose(r_precision(text, motion, top_k=2, batch_size=None), [2 / 3, 1.0])
 
 
 def test_batched_equals_argsort_loop_and_drops_partial_batch():
@@ -139,21 +155,25 @@ def test_batched_equals_argsort_loop_and_drops_partial_batch():
     assert mm == mm96
 
 
-def test_batched_equals_per_batch_functions():
+def test_batched_equals_mean_over_single_batches():
     text, motion = _correlated_pairs(n=64, d=5, seed=4)
-    per_batch = [r_precision(text[i : i + 32], motion[i : i + 32]) for i in (0, 32)]
-    np.testing.assert_allclose(r_precision_batched(text, motion), np.mean(per_batch, axis=0), rtol=1e-12)
-    mm = np.mean([matching_score(text[i : i + 32], motion[i : i + 32]) for i in (0, 32)])
-    assert matching_score_batched(text, motion) == pytest.approx(mm, rel=1e-12)
+    per_batch = [r_precision(text[i : i + 32], motion[i : i + 32], batch_size=None) for i in (0, 32)]
+    np.testing.assert_allclose(r_precision(text, motion), np.mean(per_batch, axis=0), rtol=1e-12)
+    mm = np.mean([matching_score(text[i : i + 32], motion[i : i + 32], batch_size=None) for i in (0, 32)])
+    assert matching_score(text, motion) == pytest.approx(mm, rel=1e-12)
+    # the direct form ||t_i - m_i|| agrees with the expanded one to rounding
+    assert matching_score(text, motion) == pytest.approx(
+        np.linalg.norm(text - motion, axis=1).mean(), rel=1e-12
+    )
+    r, mm_fused = text_motion_scores_batched(text, motion)
+    np.testing.assert_array_equal(r, r_precision(text, motion))
+    assert mm_fused == matching_score(text, motion)
 
 
 def test_r_precision_depends_on_batch_size():
     text, motion = _correlated_pairs(n=128, d=8, seed=5)
     # more distractors per text can only lower the top-1 rate on the same data
-    assert (
-        r_precision_batched(text, motion, batch_size=128)[0]
-        <= r_precision_batched(text, motion, batch_size=32)[0]
-    )
+    assert r_precision(text, motion, batch_size=128)[0] <= r_precision(text, motion, batch_size=32)[0]
 
 
 # --------------------------------------------------------------------------- FID
@@ -198,31 +218,41 @@ def test_activation_statistics_form_choice():
     np.testing.assert_array_equal(sigma_c[-1], 0.0)
 
 
-@pytest.mark.parametrize("fast", [False, True])
-def test_fid_of_diagonal_gaussians_matches_closed_form(fast):
+@pytest.mark.parametrize("fid_fn", ["public", "split", "sqrtm reference"])
+def test_fid_of_diagonal_gaussians_matches_closed_form(fid_fn):
     # FID = ||mu1-mu2||^2 + sum_i (sqrt(s1_i) - sqrt(s2_i))^2 = 1 + 1 + 1 + 0.25
     mu1, s1 = np.array([0.0, 1.0, 2.0]), np.diag([1.0, 4.0, 0.25])
     mu2, s2 = np.array([1.0, 1.0, 2.0]), np.diag([4.0, 9.0, 1.0])
-    fid = (
-        frechet_distance_to_reference(frechet_reference(mu1, s1), mu2, s2)
-        if fast
-        else frechet_distance(mu1, s1, mu2, s2)
-    )
+    fid = {
+        "public": frechet_distance,
+        "split": lambda m1, c1, m2, c2: frechet_distance_to_reference(frechet_reference(m1, c1), m2, c2),
+        "sqrtm reference": _sqrtm_reference,
+    }[fid_fn](mu1, s1, mu2, s2)
     assert fid == pytest.approx(3.25, rel=1e-10)
 
 
-def test_fast_fid_equals_scipy_sqrtm_on_realistic_covariances():
+def test_fid_equals_scipy_sqrtm_on_realistic_covariances():
     rng = np.random.default_rng(1)
     n, d, r = 400, 48, 6  # low rank + diagonal, like evaluator embeddings
     w = rng.normal(size=(r, d))
     real = rng.normal(size=(n, r)) @ w + 0.3 * rng.normal(size=(n, d))
-    ref = frechet_reference(*activation_statistics(real))
+    real_stats = activation_statistics(real)
+    ref = frechet_reference(*real_stats)
     for noise in (0.02, 0.3, 1.5):
         gen = real + noise * rng.normal(size=(n, d)) + 0.05
         stats = activation_statistics(gen)
-        slow = frechet_distance(*activation_statistics(real), *stats)
-        fast = frechet_distance_to_reference(ref, *stats)
-        assert fast == pytest.approx(slow, rel=1e-6)
+        published = _sqrtm_reference(*real_stats, *stats)
+        fid = frechet_distance(*real_stats, *stats)
+        assert fid == pytest.approx(published, rel=1e-9)
+        assert frechet_distance_to_reference(ref, *stats) == fid  # the same computation, split in two
+
+
+def test_fid_of_singular_covariances_is_exact():
+    # 1-d Gaussians embedded in 2-d: N(0, diag(4, 0)) vs N(0, diag(1, 0)) -> (2 - 1)^2 = 1, and
+    # orthogonal supports diag(1, 0) vs diag(0, 1) -> 1 + 1 - 2 * 0 = 2 (sigma1 sigma2 = 0)
+    z = np.zeros(2)
+    assert frechet_distance(z, np.diag([4.0, 0.0]), z, np.diag([1.0, 0.0])) == pytest.approx(1.0, abs=1e-12)
+    assert frechet_distance(z, np.diag([1.0, 0.0]), z, np.diag([0.0, 1.0])) == pytest.approx(2.0, abs=1e-12)
 
 
 def test_fast_fid_handles_singular_reference():
@@ -252,7 +282,7 @@ def test_cholesky_and_eigen_factors_give_the_same_fid():
     stats = activation_statistics(gen)
     fast_chol = frechet_distance_to_reference(chol_ref, *stats)
     assert fast_chol == pytest.approx(frechet_distance_to_reference(eig_ref, *stats), rel=1e-10)
-    assert fast_chol == pytest.approx(frechet_distance(mu_r, s_r, *stats), rel=1e-9)
+    assert fast_chol == pytest.approx(_sqrtm_reference(mu_r, s_r, *stats), rel=1e-9)
     # a singular reference (rank 4 in 12 dims) falls back to the clipped eigen-factor
     assert not frechet_reference(*activation_statistics(rng.normal(size=(5, 12)))).triangular
 
@@ -278,30 +308,6 @@ def test_symmetry_check_exact_and_tolerant():
     t[290, 3] += 1.0
     with pytest.raises(ValueError, match="not symmetric"):
         metrics._check_symmetric(t, "sigma")
-
-
-def test_fid_retries_non_finite_sqrtm_with_offset(monkeypatch):
-    calls = []
-    real_sqrtm = scipy.linalg.sqrtm
-
-    def flaky_sqrtm(m):
-        calls.append(m.copy())
-        return np.full_like(m, np.nan) if len(calls) == 1 else real_sqrtm(m)
-
-    monkeypatch.setattr(scipy.linalg, "sqrtm", flaky_sqrtm)
-    s = np.diag([1.0, 4.0])
-    fid = frechet_distance(np.zeros(2), s, np.zeros(2), s)
-    assert len(calls) == 2
-    np.testing.assert_allclose(calls[1], (s + 1e-6 * np.eye(2)) @ (s + 1e-6 * np.eye(2)))
-    assert abs(fid) < 1e-5
-
-
-def test_fid_rejects_large_imaginary_part(monkeypatch):
-    monkeypatch.setattr(scipy.linalg, "sqrtm", lambda m: np.eye(2) * (1.0 + 0.5j))
-    with pytest.raises(ValueError, match="imaginary"):
-        frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2))
-    monkeypatch.setattr(scipy.linalg, "sqrtm", lambda m: np.eye(2) * (1.0 + 1e-6j))
-    assert frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2)) == pytest.approx(0.0, abs=1e-12)
 
 
 # --------------------------------------------------------------------------- diversity, multimodality
@@ -398,15 +404,15 @@ def test_errors_name_the_problem():
     tail_nan = motion.copy()
     tail_nan[-1, 0] = np.nan  # row 39 falls in the dropped partial batch but still fails loudly
     with pytest.raises(ValueError, match="motion_emb: 1 non-finite"):
-        r_precision_batched(text, tail_nan)
+        r_precision(text, tail_nan)
     with pytest.raises(ValueError, match="overflow"):
-        r_precision_batched(text * 1e160, motion)
+        r_precision(text * 1e160, motion)
     with pytest.raises(ValueError, match="motion_emb"):
-        matching_score(text, np.where(motion > 1, np.inf, motion))
+        matching_score(text, np.where(motion > 1, np.inf, motion), batch_size=None)
     with pytest.raises(ValueError, match="at least one full batch"):
-        r_precision_batched(text[:20], motion[:20], batch_size=32)
+        r_precision(text[:20], motion[:20], batch_size=32)
     with pytest.raises(ValueError, match="top_k=5"):
-        r_precision(text[:4], motion[:4], top_k=5)
+        r_precision(text[:4], motion[:4], top_k=5, batch_size=None)
     with pytest.raises(ValueError, match="more than times=300"):
         diversity(text, times=300)
     with pytest.raises(ValueError, match="more than times=300"):
@@ -415,6 +421,8 @@ def test_errors_name_the_problem():
         multimodality(np.zeros((2, 10, 4)), times=10)
     with pytest.raises(ValueError, match="sigma2"):
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(2))
+    with pytest.raises(ValueError, match="sigma1 is not positive semi-definite"):
+        frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
     with pytest.raises(ValueError, match="positive semi-definite"):
         frechet_reference(np.zeros(2), np.diag([1.0, -1.0]))
     with pytest.raises(ValueError, match="not symmetric"):
