@@ -2,8 +2,8 @@
 
 Format (read with :func:`data.vq_data.read_code_file`)::
 
-    <out_dir>/<id>.npy          int64 (K, N): row k = codes of frames [k, k + 4N), N = T // 4
-    <out_dir>/codes_index.json  checkpoint (+ sha256), mean/std files, nb_code, frames_per_code,
+    <output_dir>/<id>.npy          int64 (K, N): row k = codes of frames [k, k + 4N), N = T // 4
+    <output_dir>/codes_index.json  checkpoint (+ sha256), mean/std files, nb_code, frames_per_code,
                                 dataset, splits, per-id {frames, offsets, n_codes}, empty and
                                 skipped ids with reasons
 
@@ -24,12 +24,13 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from data.config import RunConfig
 from data.layout import DatasetFileError, DatasetPaths, SkipTracker, load_features, read_split
 from data.specs import get_dataset_spec
 from data.vq_data import CODES_INDEX, code_file, write_code_file
@@ -38,42 +39,35 @@ from models.vqvae import MotionVQVAE
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class TokenizeConfig:
+@dataclass(kw_only=True)
+class TokenizeConfig(RunConfig):
     """Tokenisation (``python -m prepare.tokenize_motions --config configs/<dataset>/tokenize.yaml``)."""
 
-    dataset: str = "humanml3d"
-    """Dataset spec name."""
+    ignored_fields: ClassVar[dict[str, str]] = {
+        "seed": "tokenisation draws nothing: every crop start is encoded (crops=all) or only start 0",
+    }
+
     dataset_root: str = "dataset/HumanML3D"
     """Folder in the HumanML3D layout."""
+    output_dir: str = "dataset/HumanML3D/VQVAE"
+    """Folder for ``<id>.npy`` code files and ``codes_index.json``."""
     vq_checkpoint: str = "ckpt/vqvae.pth"
     """``{'net': state_dict}`` VQ-VAE checkpoint (released or ours)."""
     mean_file: str = ""
     """VQ normalisation mean; empty = ``<checkpoint dir>/meta/mean.npy``."""
     std_file: str = ""
     """VQ normalisation std; empty = ``<checkpoint dir>/meta/std.npy``."""
-    out_dir: str = "dataset/HumanML3D/VQVAE"
-    """Folder for ``<id>.npy`` code files and ``codes_index.json``."""
     splits: tuple[str, ...] = ("all",)
     """Splits whose ids are encoded (duplicates across splits are encoded once)."""
     crops: Literal["all", "first"] = "all"
     """Crop starts to pre-encode: every start in [0, T - 4N] (the SFT augmentation) or only 0."""
     batch_size: int = 64
     """Crops per encoder batch."""
-    num_threads: int = 0
-    """torch CPU threads (0 = torch default)."""
-    device: str = "auto"
-    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
     force: bool = False
     """Re-encode ids whose file exists (otherwise they are kept if the index matches)."""
-    on_error: Literal["raise", "skip"] = "raise"
-    """Unreadable/NaN motion files: raise, or skip and count (listed in the index)."""
-    max_skip_fraction: float = 0.05
-    """With on_error=skip, fail when more than this fraction is skipped."""
-    progress: bool = True
-    """Show tqdm bars."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
         if not self.splits:
@@ -111,7 +105,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, mean: np.ndarray, std: np.ndarray) -> dict:
-    """Encode every id of ``cfg.splits`` into ``cfg.out_dir``; returns the written index.
+    """Encode every id of ``cfg.splits`` into ``cfg.output_dir``; returns the written index.
 
     Ids are grouped into batches of equal crop length, so every crop is encoded exactly as alone.
     Files are validated in a first pass; each group's features are then re-read when the group is
@@ -121,7 +115,7 @@ def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, mean: np.ndarray, std
     if vq.nfeats != spec.feat_dim:
         raise ValueError(f"VQ-VAE has nfeats={vq.nfeats}, dataset {spec.name!r} has D={spec.feat_dim}")
     paths = DatasetPaths(cfg.dataset_root)
-    out = Path(cfg.out_dir)
+    out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     sha = file_sha256(cfg.vq_checkpoint)
     index_path = out / CODES_INDEX
@@ -132,7 +126,7 @@ def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, mean: np.ndarray, std
             raise DatasetFileError(
                 f"{index_path}: existing codes were made with checkpoint {old.get('checkpoint')} "
                 f"(sha256 {str(old.get('checkpoint_sha256'))[:12]}, crops={old.get('crops')}); now "
-                f"{cfg.vq_checkpoint} (sha256 {sha[:12]}, crops={cfg.crops}). Use force=true or another out_dir"
+                f"{cfg.vq_checkpoint} (sha256 {sha[:12]}, crops={cfg.crops}). Use force=true or another output_dir"
             )
     ids = list(dict.fromkeys(i for split in cfg.splits for i in read_split(cfg.dataset_root, split)))
     tracker = SkipTracker("tokenise motions", on_error=cfg.on_error, max_skip_fraction=cfg.max_skip_fraction)

@@ -66,14 +66,14 @@ def engine_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("engine")
     _write_root(base / "root_a")
     shutil.copytree(base / "root_a", base / "root_b")
-    cfg = EngineConfig(dataset_root=str(base / "root_a"), out_dir=str(base / "out_a"), seed=3)
+    cfg = EngineConfig(dataset_root=str(base / "root_a"), output_dir=str(base / "out_a"), seed=3)
     summary = run_engine(cfg)
     return base, cfg, summary
 
 
 def test_engine_writes_every_file_in_the_released_layout(engine_run):
     base, cfg, summary = engine_run
-    out = Path(cfg.out_dir)
+    out = Path(cfg.output_dir)
     for task, spec in TASKS.items():
         f = read_annotation_file(out / spec.file_name)
         assert len(f.annotations) == N_MOTIONS, task
@@ -111,7 +111,14 @@ def test_engine_output_passes_inspect_annotations(engine_run, capsys):
     ckpt = base / "vq.pth"
     vq.save_checkpoint(ckpt)
     rc = main(
-        ["--dataset-root", cfg.dataset_root, "--vq-checkpoint", str(ckpt), "--annotations-dir", cfg.out_dir]
+        [
+            "--dataset-root",
+            cfg.dataset_root,
+            "--vq-checkpoint",
+            str(ckpt),
+            "--annotations-dir",
+            cfg.output_dir,
+        ]
     )
     captured = capsys.readouterr()
     out = captured.out
@@ -123,11 +130,11 @@ def test_engine_output_passes_inspect_annotations(engine_run, capsys):
 
 def test_engine_is_deterministic_for_a_seed(engine_run):
     base, cfg, _ = engine_run
-    cfg_b = EngineConfig(dataset_root=str(base / "root_b"), out_dir=str(base / "out_b"), seed=3)
+    cfg_b = EngineConfig(dataset_root=str(base / "root_b"), output_dir=str(base / "out_b"), seed=3)
     run_engine(cfg_b)
     for spec in TASKS.values():
-        a = json.loads((Path(cfg.out_dir) / spec.file_name).read_text())["annotations"]
-        b = json.loads((Path(cfg_b.out_dir) / spec.file_name).read_text())["annotations"]
+        a = json.loads((Path(cfg.output_dir) / spec.file_name).read_text())["annotations"]
+        b = json.loads((Path(cfg_b.output_dir) / spec.file_name).read_text())["annotations"]
         assert a == b, spec.file_name
     for k in (900000, 900013):
         fa = np.load(base / "root_a" / "new_joint_vecs" / f"{k}.npy")
@@ -137,15 +144,19 @@ def test_engine_is_deterministic_for_a_seed(engine_run):
 
 def test_rerun_is_idempotent_and_foreign_ids_are_refused(engine_run, tmp_path):
     base, cfg, summary = engine_run
-    again = run_engine(EngineConfig(dataset_root=cfg.dataset_root, out_dir=cfg.out_dir, seed=3, workers=2))
+    again = run_engine(
+        EngineConfig(dataset_root=cfg.dataset_root, output_dir=cfg.output_dir, seed=3, workers=2)
+    )
     assert again.seconds == summary.seconds  # finished run with the same config: skipped
-    run_engine(EngineConfig(dataset_root=cfg.dataset_root, out_dir=str(tmp_path / "o"), seed=3, max_goals=2))
+    run_engine(
+        EngineConfig(dataset_root=cfg.dataset_root, output_dir=str(tmp_path / "o"), seed=3, max_goals=2)
+    )
     np.save(base / "root_b" / "new_joint_vecs" / "900100.npy", np.zeros((4, 263), np.float32))
     root_c = tmp_path / "root_c"
     shutil.copytree(base / "root_b", root_c)
     (root_c / ENGINE_LIST).unlink()
     with pytest.raises(ValueError, match="collides"):
-        run_engine(EngineConfig(dataset_root=str(root_c), out_dir=str(tmp_path / "o2"), seed=3))
+        run_engine(EngineConfig(dataset_root=str(root_c), output_dir=str(tmp_path / "o2"), seed=3))
 
 
 def test_assessments_are_true_by_construction():

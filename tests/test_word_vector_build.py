@@ -26,7 +26,7 @@ def test_vocabulary_order(tiny_dataset: Path):
 
 def test_corpus_build_deterministic_across_hash_seeds(tiny_dataset: Path, tmp_path: Path):
     args = [f"dataset_root={tiny_dataset}", "epochs=2", "splits=[all]"]
-    main([*args, f"out_dir={tmp_path / 'a'}"])
+    main([*args, f"output_dir={tmp_path / 'a'}"])
     vec = WordVectorizer(tmp_path / "a")
     assert vec.words[:3] == ["sos", "eos", "unk"] and vec.vectors.shape == (len(vec), 300)
     assert "zzzunknown" in vec and "dance" in vec
@@ -34,10 +34,10 @@ def test_corpus_build_deterministic_across_hash_seeds(tiny_dataset: Path, tmp_pa
     assert w.shape == (300,) and pos.argmax() == 12  # Act_VIP
     assert not np.allclose(vec["walk/VERB"][0], vec["run/VERB"][0])
     mtime = (tmp_path / "a" / "our_vab_data.npy").stat().st_mtime_ns
-    main([*args, f"out_dir={tmp_path / 'a'}"])  # skipped: outputs exist
+    main([*args, f"output_dir={tmp_path / 'a'}"])  # skipped: outputs exist
     assert (tmp_path / "a" / "our_vab_data.npy").stat().st_mtime_ns == mtime
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    argv_b = [*args, f"out_dir={tmp_path / 'b'}"]
+    argv_b = [*args, f"output_dir={tmp_path / 'b'}"]
     code = f"from prepare.build_word_vectors import main; main({argv_b!r})"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, capture_output=True)
     np.testing.assert_array_equal(
@@ -52,7 +52,7 @@ def test_glove_build(tiny_dataset: Path, tmp_path: Path):
     glove = tmp_path / "glove.txt"
     glove.write_text("".join(f"{w} {' '.join(f'{x:.5f}' for x in v)}\n" for w, v in rows.items()))
     out = main([f"dataset_root={tiny_dataset}", "source=glove", f"glove_txt={glove}", "dim=4",
-                f"out_dir={tmp_path / 'g'}"])  # fmt: skip
+                f"output_dir={tmp_path / 'g'}"])  # fmt: skip
     vec = WordVectorizer(out, word_dim=4)
     assert vec.words == ["sos", "eos", "unk", "a", "person", "walk", "the"]  # caption words in GloVe only
     np.testing.assert_allclose(vec["walk/VERB"][0], rows["walk"], atol=1e-5)
