@@ -387,7 +387,8 @@ def _field_type(cls: type, dotted: str, item: str) -> Any:
     node: Any = cls
     parts = dotted.split(".")
     for i, part in enumerate(parts):
-        if not dataclasses.is_dataclass(node):
+        node = _section_type(node)
+        if node is None:
             raise ConfigError(f"override {item!r}: {'.'.join(parts[:i])} is not a section")
         hints = typing.get_type_hints(node)
         valid = sorted(f.name for f in dataclasses.fields(node) if f.init)
@@ -416,6 +417,16 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any, merge: bool = Fal
 # ----------------------------------------------------------------------------------------------
 
 
+def _section_type(tp: Any) -> type | None:
+    """The dataclass of a section field (``Section`` or ``Section | None``), else ``None``."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if _is_union(tp):
+        sections = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        return sections[0] if len(sections) == 1 else None
+    return None
+
+
 def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
@@ -428,8 +439,9 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     for name, value in data.items():
         tp = hints[name]
         key = f"{where}.{name}" if ":" in where else f"{where}:{name}"
-        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-            kwargs[name] = _build(tp, value, key)
+        section = _section_type(tp)
+        if section is not None and isinstance(value, dict):
+            kwargs[name] = _build(section, value, key)
             continue
         if _accepts_float(tp) and not _type_ok(value, tp):
             value = _as_float(value)
@@ -437,6 +449,8 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
             value = tuple(value)
         if _is_enum(tp) and not isinstance(value, tp):
             value = _enum_member(tp, value) or value
+        if tp in (Path, PurePath) and isinstance(value, str):
+            value = Path(value)
         if not _type_ok(value, tp):
             raise ConfigError(f"{key}={value!r} does not match the field type {_type_name(tp)}")
         kwargs[name] = value
@@ -528,7 +542,7 @@ def load_config(
             raise ConfigError(
                 f"override {item!r}: {key} is a section; give {key}.<name>=... or {key}={{...}}"
             )
-        _set_dotted(data, key, value, merge=dataclasses.is_dataclass(tp))
+        _set_dotted(data, key, value, merge=_section_type(tp) is not None)
     if overrides:
         where = f"{where} + overrides"
     return _build(cls, data, where)
