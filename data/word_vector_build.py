@@ -43,10 +43,13 @@ def token_word(token: str) -> str:
     return token.rpartition("/")[0]
 
 
-def caption_sentences(root: str | Path, splits: Sequence[str], on_error: str = "raise") -> list[list[str]]:
+def caption_sentences(
+    root: str | Path, splits: Sequence[str], on_error: str = "raise", max_skip_fraction: float = 0.05
+) -> list[list[str]]:
     """Word lists (``word/POS`` tokens without the tag) of every caption line of ``splits``.
 
-    Ids listed in several splits are read once, in first-listed order.
+    Ids listed in several splits are read once, in first-listed order. Unreadable caption files
+    raise, or with ``on_error="skip"`` are counted (failing above ``max_skip_fraction``).
     """
     paths = DatasetPaths(root)
     seen: set[str] = set()
@@ -56,7 +59,7 @@ def caption_sentences(root: str | Path, splits: Sequence[str], on_error: str = "
             if motion_id not in seen:
                 seen.add(motion_id)
                 ids.append(motion_id)
-    tracker = SkipTracker("caption corpus", on_error=on_error)
+    tracker = SkipTracker("caption corpus", on_error=on_error, max_skip_fraction=max_skip_fraction)
     sentences = []
     for motion_id in ids:
         tracker.seen += 1

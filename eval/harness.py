@@ -61,6 +61,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from data.config import RunConfig
 from data.datasets import EvalMotionTextDataset, build_clip_index, eval_collate, replication_batches
 from data.normalization import EvalSpaceMap, FeatureNorm, check_eval_space
 from data.runtime import gather_dicts, group_rank_world
@@ -77,6 +78,7 @@ from eval.metrics import (
 )
 from eval.scoring import MotionLike, MotionTextScorer
 from models.evaluator import GuoEvaluator, load_guo_evaluator
+from models.evaluator_training import R_PRECISION_TOP_K
 from models.vqvae import MotionVQVAE
 
 logger = logging.getLogger(__name__)
@@ -564,16 +566,16 @@ class VQReconstruction:
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class EvalConfig:
+@dataclass(kw_only=True)
+class EvalConfig(RunConfig):
     """Standard-protocol evaluation; generation stages extend this dataclass with their own fields."""
 
-    dataset: str = "humanml3d"
-    """Dataset registry name."""
-    dataset_root: str = "runs/demo/SynthML"
+    output_dir: str = "runs/demo/eval"
+    """Folder for ``eval_<split>.{json,md}``, ``config.yaml`` and ``run_info.json``."""
     glove_dir: str = "runs/demo/glove"
     """Folder with ``our_vab_*`` word vectors."""
     evaluator_checkpoint: str = "runs/demo/evaluator/finest.tar"
+    """Guo evaluator checkpoint (``finest.tar``, released layout)."""
     evaluator_meta_dir: str = "runs/demo/evaluator/meta"
     """Evaluator normalisation (``mean.npy``/``std.npy``); ground truth is normalised with it."""
     vq_checkpoint: str = ""
@@ -581,35 +583,45 @@ class EvalConfig:
     vq_meta_dir: str = ""
     """VQ normalisation folder (``mean.npy``/``std.npy``) the VQ reads and writes."""
     vq_name: str = "VQ-VAE reconstruction"
+    """Table row name of the VQ reconstruction."""
     split: str = "test"
+    """Split that is scored."""
     batch_size: int = 32
     """R-precision candidates per batch (the protocol's 32)."""
     replications: int = 20
+    """Independent evaluation draws; the table gives mean ± 95% CI over them."""
     diversity_times: int = 300
+    """Random pairs for diversity (must be below the scored samples per replication)."""
     mm_texts: int = 0
     """Texts per replication for multimodality (0 = off; Guo: 100 with mm_repeats 30)."""
     mm_repeats: int = 30
+    """Generations per multimodality text."""
     mm_times: int = 10
-    seed: int = 0
-    output_dir: str = "runs/demo/eval"
-    device: str = "auto"
-    """``auto`` (cuda:LOCAL_RANK if available, else cpu), ``cpu`` or ``cuda``."""
-    num_threads: int = 0
-    """torch CPU threads per process (0 = torch's default)."""
-    on_error: str = "raise"
-    """Missing/broken test files: ``raise`` or ``skip`` (counted, fails above max_skip_fraction)."""
-    max_skip_fraction: float = 0.05
-    progress: bool = True
+    """Pairs of generations per text for multimodality (below mm_repeats)."""
 
     def __post_init__(self) -> None:
-        if self.batch_size < 2 or self.replications < 1:
+        super().__post_init__()
+        if self.batch_size < R_PRECISION_TOP_K:
             raise ValueError(
-                f"batch_size={self.batch_size} must be >= 2 and replications={self.replications} >= 1"
+                f"batch_size={self.batch_size} must be >= {R_PRECISION_TOP_K}: R-precision top-"
+                f"{R_PRECISION_TOP_K} ranks each text against the batch's motions"
+            )
+        if self.replications < 1 or self.diversity_times < 1:
+            raise ValueError(
+                f"replications={self.replications} and diversity_times={self.diversity_times} must be >= 1"
             )
         if bool(self.vq_checkpoint) != bool(self.vq_meta_dir):
-            raise ValueError("vq_checkpoint and vq_meta_dir go together (the VQ's normalisation is required)")
-        if self.on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error={self.on_error!r} must be 'raise' or 'skip'")
+            raise ValueError(
+                f"vq_checkpoint={self.vq_checkpoint!r} and vq_meta_dir={self.vq_meta_dir!r} go together "
+                "(the VQ's normalisation is required)"
+            )
+        if self.mm_texts < 0:
+            raise ValueError(f"mm_texts={self.mm_texts} must be >= 0 (0 = no multimodality)")
+        if self.mm_texts and not 1 <= self.mm_times < self.mm_repeats:
+            raise ValueError(
+                f"mm_times={self.mm_times} must be >= 1 and below mm_repeats={self.mm_repeats} "
+                f"when mm_texts={self.mm_texts} (pairs are drawn among the generations)"
+            )
 
 
 def harness_from_config(cfg: EvalConfig, device: torch.device | str = "cpu") -> EvaluationHarness:

@@ -31,13 +31,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from data.config import RunConfig
 from data.datasets import (
     ClipIndex,
     EvalBatch,
@@ -48,7 +49,7 @@ from data.datasets import (
 )
 from data.normalization import META_DIR, FeatureNorm
 from data.runtime import MetricsLogger, is_main_process
-from data.specs import DatasetSpec
+from data.specs import DatasetSpec, get_dataset_spec
 from data.vq_data import Clip, MotionWindows
 from data.word_vectorizer import WordVectorizer
 from models.evaluator import (
@@ -75,17 +76,26 @@ over consecutive batches of B. The entry point passes ``eval.metrics.text_motion
 (the protocol's metric; ``models`` does not import ``eval``)."""
 
 
+R_PRECISION_TOP_K = 3
+"""Largest k of the protocol's R-precision (Top-1/2/3): every scored batch needs k candidates."""
+
+
 @dataclass
 class EvaluatorModelConfig:
     """Network sizes; the defaults are the released ones (``load_guo_evaluator`` reads them back)."""
 
     dim_text_hidden: int = 512
+    """Hidden size of the bidirectional text GRU."""
     dim_motion_hidden: int = 1024
+    """Hidden size of the bidirectional motion GRU."""
     dim_coemb: int = 512
     """Co-embedding size (the API contract's 512; keep it for metric comparability)."""
     dim_movement_enc_hidden: int = 512
+    """Channels of the movement encoder's convolutions."""
     dim_movement_latent: int = 512
+    """Size of one movement step (one step per ``unit_length`` frames)."""
     dim_movement_dec_hidden: int = 512
+    """Channels of the movement decoder's convolutions (pre-training only)."""
 
     def dims(self, spec: DatasetSpec) -> EvaluatorDims:
         return EvaluatorDims(
@@ -100,26 +110,35 @@ class MovementAEConfig:
     """Movement autoencoder pre-training (Guo's decomposition network)."""
 
     window: int = 24
-    """Frames per training window (a multiple of 4)."""
+    """Frames per training window (a multiple of the dataset's ``unit_length``)."""
     batch_size: int = 128
+    """Windows per step."""
     iters: int = 20000
+    """Training steps."""
     lr: float = 1e-4
+    """Adam learning rate."""
     lambda_sparsity: float = 0.01
+    """Weight of ``mean|z|`` (sparse movement latents)."""
     lambda_smooth: float = 0.01
+    """Weight of ``L1(z[:, 1:], z[:, :-1])`` (smooth movement latents)."""
     log_every: int = 200
+    """Steps between loss lines in metrics.jsonl."""
 
 
-@dataclass
-class EvaluatorTrainConfig:
+@dataclass(kw_only=True)
+class EvaluatorTrainConfig(RunConfig):
     """Train a Guo-style evaluator; see ``models/evaluator_training.py`` for the recipe."""
 
-    dataset: str = "humanml3d"
-    """Dataset registry name (feature dim, fps, length limits)."""
-    dataset_root: str = "runs/demo/SynthML"
+    ignored_fields: ClassVar[dict[str, str]] = {
+        "device": "the evaluator trains on the CPU (small GRUs; the published numbers do not need a GPU)",
+    }
+
     glove_dir: str = "runs/demo/glove"
     """Folder with ``our_vab_*`` word vectors (prepare/build_word_vectors.py or the released copy)."""
     output_dir: str = "runs/demo/evaluator"
-    seed: int = 0
+    """Run folder (config, meta/{mean,std}.npy, movement_ae.pt, finest.tar, metrics, results)."""
+    device: str = "cpu"
+    """Always the CPU (see ``ignored_fields``)."""
     mean_file: str = ""
     """Dataset mean (empty: ``<dataset_root>/Mean.npy``); the meta is derived from it."""
     std_file: str = ""
@@ -127,13 +146,19 @@ class EvaluatorTrainConfig:
     feat_bias: float = 5.0
     """Root dims [0, 4) and contact dims get std / feat_bias in the evaluator meta (applied once)."""
     model: EvaluatorModelConfig = field(default_factory=EvaluatorModelConfig)
+    """Network sizes."""
     movement: MovementAEConfig = field(default_factory=MovementAEConfig)
+    """Step 1: movement autoencoder."""
     train_split: str = "train"
+    """Split the matching step trains on."""
     val_split: str = "val"
+    """Split whose loss picks ``finest.tar``."""
     batch_size: int = 32
     """Matching batch (negatives come from it) and the R-precision batch of the final evaluation (32)."""
     lr: float = 1e-4
+    """Adam learning rate of the text and motion encoders."""
     epochs: int = 100
+    """Passes over the train split (each draws new captions and crops)."""
     margin: float = 10.0
     """Contrastive margin for negatives."""
     grad_clip: float = 0.0
@@ -141,23 +166,37 @@ class EvaluatorTrainConfig:
     final_split: str = "test"
     """Split scored with the ground-truth protocol after training (empty = skip)."""
     final_replications: int = 3
+    """Replications of that final evaluation."""
     final_diversity_times: int = 300
     """Diversity pairs for the final ground-truth evaluation (must be below the scored samples)."""
-    num_threads: int = 0
-    """torch threads (0 = torch's default)."""
-    on_error: Literal["raise", "skip"] = "raise"
-    max_skip_fraction: float = 0.05
-    progress: bool = True
     force: bool = False
     """Retrain even when ``finest.tar`` and ``train_result.json`` exist."""
 
     def __post_init__(self) -> None:
-        if self.movement.window % 4 or self.movement.window <= 0:
-            raise ValueError(f"movement.window={self.movement.window} must be a positive multiple of 4")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size={self.batch_size} must be >= 2 (negatives come from the batch)")
-        if self.feat_bias <= 0:
-            raise ValueError(f"feat_bias={self.feat_bias} must be positive")
+        super().__post_init__()
+        unit = get_dataset_spec(self.dataset).unit_length
+        if self.movement.window % unit or self.movement.window <= 0:
+            raise ValueError(
+                f"movement.window={self.movement.window} must be a positive multiple of the {self.dataset} "
+                f"unit_length={unit} (one movement step)"
+            )
+        if self.batch_size < R_PRECISION_TOP_K:
+            raise ValueError(
+                f"batch_size={self.batch_size} must be >= {R_PRECISION_TOP_K}: validation and the final "
+                f"evaluation score R-precision top-{R_PRECISION_TOP_K} within each batch"
+            )
+        if self.feat_bias <= 0 or self.margin <= 0:
+            raise ValueError(f"feat_bias={self.feat_bias} and margin={self.margin} must be positive")
+        for name in ("epochs", "final_replications", "final_diversity_times"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.movement.iters < 1 or self.movement.batch_size < 1:
+            raise ValueError(
+                f"movement.iters={self.movement.iters} and movement.batch_size={self.movement.batch_size} "
+                "must be >= 1"
+            )
+        if self.grad_clip < 0:
+            raise ValueError(f"grad_clip={self.grad_clip} must be >= 0 (0 = off)")
 
 
 def evaluator_meta(

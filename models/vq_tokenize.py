@@ -2,9 +2,9 @@
 
 Format (read with :func:`data.vq_data.read_code_file`)::
 
-    <out_dir>/<id>.npy          int64 (K, N): row k = codes of frames [k, k + 4N), N = T // 4
-    <out_dir>/windows/<id>_<start>_<end>.npy   the same for caption window [start, end) (frames)
-    <out_dir>/codes_index.json  checkpoint (+ sha256), mean/std files, nb_code, frames_per_code,
+    <output_dir>/<id>.npy          int64 (K, N): row k = codes of frames [k, k + 4N), N = T // 4
+    <output_dir>/windows/<id>_<start>_<end>.npy   the same for caption window [start, end) (frames)
+    <output_dir>/codes_index.json  checkpoint (+ sha256), mean/std files, nb_code, frames_per_code,
                                 dataset, splits, per-id {frames, offsets, n_codes}, per-window
                                 {id, window, frames, offsets, n_codes}, empty and skipped ids
 
@@ -18,7 +18,7 @@ Clips shorter than one code get a ``(1, 0)`` file (the references render them as
 Caption windows (``windows=true``): a caption line ``text#tokens#from#to`` with ``from < to`` names a
 sub-clip, and annotation entries reference it as ``{motion_name, f_tag, to_tag}``. Its codes are
 encoded from the window's own frames ``[int(from * fps), int(to * fps))`` with the same crop rule
-(``data.motion_codes.window_code_file``: ``<out_dir>/windows/<id>_<start>_<end>.npy``), not sliced
+(``data.motion_codes.window_code_file``: ``<output_dir>/windows/<id>_<start>_<end>.npy``), not sliced
 from the clip's codes: the encoder's dilated convolutions see across the cut, so a slice differs.
 
 ``VQCodeSource`` encodes refs on demand instead (no code files; the SFT loader of the reference does
@@ -33,13 +33,14 @@ import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from data.annotations import MotionRef, MotionResolver
+from data.config import RunConfig
 from data.layout import DatasetFileError, DatasetPaths, SkipTracker, load_features, read_captions, read_split
 from data.motion_codes import crop_row, window_code_file
 from data.normalization import FeatureNorm
@@ -50,44 +51,37 @@ from models.vqvae import MotionVQVAE
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class TokenizeConfig:
+@dataclass(kw_only=True)
+class TokenizeConfig(RunConfig):
     """Tokenisation (``python -m prepare.tokenize_motions --config configs/<dataset>/tokenize.yaml``)."""
 
-    dataset: str = "humanml3d"
-    """Dataset spec name."""
+    ignored_fields: ClassVar[dict[str, str]] = {
+        "seed": "tokenisation draws nothing: every crop start is encoded (crops=all) or only start 0",
+    }
+
     dataset_root: str = "dataset/HumanML3D"
     """Folder in the HumanML3D layout."""
+    output_dir: str = "dataset/HumanML3D/VQVAE"
+    """Folder for ``<id>.npy`` code files and ``codes_index.json``."""
     vq_checkpoint: str = "ckpt/vqvae.pth"
     """``{'net': state_dict}`` VQ-VAE checkpoint (released or ours)."""
     mean_file: str = ""
     """VQ normalisation mean; empty = ``<checkpoint dir>/meta/mean.npy``."""
     std_file: str = ""
     """VQ normalisation std; empty = ``<checkpoint dir>/meta/std.npy``."""
-    out_dir: str = "dataset/HumanML3D/VQVAE"
-    """Folder for ``<id>.npy`` code files and ``codes_index.json``."""
     splits: tuple[str, ...] = ("all",)
     """Splits whose ids are encoded (duplicates across splits are encoded once)."""
     crops: Literal["all", "first"] = "all"
     """Crop starts to pre-encode: every start in [0, T - 4N] (the SFT augmentation) or only 0."""
     batch_size: int = 64
     """Crops per encoder batch."""
-    num_threads: int = 0
-    """torch CPU threads (0 = torch default)."""
-    device: str = "auto"
-    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
     force: bool = False
     """Re-encode ids whose file exists (otherwise they are kept if the index matches)."""
-    on_error: Literal["raise", "skip"] = "raise"
-    """Unreadable/NaN motion files: raise, or skip and count (listed in the index)."""
-    max_skip_fraction: float = 0.05
-    """With on_error=skip, fail when more than this fraction is skipped."""
-    progress: bool = True
-    """Show tqdm bars."""
     windows: bool = True
     """Also encode every caption window (``#from#to`` of ``texts/<id>.txt``) from its own frames."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
         if not self.splits:
@@ -158,7 +152,7 @@ class _Item:
 
 
 def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, norm: FeatureNorm) -> dict:
-    """Encode every id of ``cfg.splits`` (and its caption windows) into ``cfg.out_dir``, normalised with
+    """Encode every id of ``cfg.splits`` (and its caption windows) into ``cfg.output_dir``, normalised with
     ``norm`` (the VQ's pair, whose files ``cfg.mean_file``/``cfg.std_file`` name in the index); returns the index.
 
     Items (clips and windows) are grouped into batches of equal crop length, so every crop is
@@ -169,7 +163,7 @@ def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, norm: FeatureNorm) ->
     if vq.nfeats != spec.feat_dim:
         raise ValueError(f"VQ-VAE has nfeats={vq.nfeats}, dataset {spec.name!r} has D={spec.feat_dim}")
     paths = DatasetPaths(cfg.dataset_root)
-    out = Path(cfg.out_dir)
+    out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     sha = file_sha256(cfg.vq_checkpoint)
     index_path = out / CODES_INDEX
@@ -180,7 +174,7 @@ def tokenize_dataset(cfg: TokenizeConfig, vq: MotionVQVAE, norm: FeatureNorm) ->
             raise DatasetFileError(
                 f"{index_path}: existing codes were made with checkpoint {old.get('checkpoint')} "
                 f"(sha256 {str(old.get('checkpoint_sha256'))[:12]}, crops={old.get('crops')}); now "
-                f"{cfg.vq_checkpoint} (sha256 {sha[:12]}, crops={cfg.crops}). Use force=true or another out_dir"
+                f"{cfg.vq_checkpoint} (sha256 {sha[:12]}, crops={cfg.crops}). Use force=true or another output_dir"
             )
     old_items = {**old.get("entries", {}), **old.get("windows", {})}
     ids = list(dict.fromkeys(i for split in cfg.splits for i in read_split(cfg.dataset_root, split)))

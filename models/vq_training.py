@@ -36,11 +36,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data.config import config_to_dict
+from data.config import RunConfig, config_to_dict
 from data.motion_repr import recover_from_ric
 from data.normalization import META_DIR, FeatureNorm
 from data.runtime import MetricsLogger, is_main_process, resolve_device
-from data.specs import DatasetSpec
+from data.specs import DatasetSpec, get_dataset_spec
 from data.vq_data import Clip, MotionWindows
 from models.vqvae import (
     CheckpointError,
@@ -58,12 +58,10 @@ NET_LAST = "net_last.pth"
 NET_BEST = "net_best_mpjpe.pth"
 
 
-@dataclass
-class VQTrainConfig:
+@dataclass(kw_only=True)
+class VQTrainConfig(RunConfig):
     """VQ-VAE training (``python -m prepare.train_vq --config configs/<dataset>/vq.yaml``)."""
 
-    dataset: str = "humanml3d"
-    """Dataset spec name (``humanml3d``, ``kit``); gives D, J and units."""
     dataset_root: str = "dataset/HumanML3D"
     """Folder in the HumanML3D layout."""
     output_dir: str = "runs/vq_humanml3d"
@@ -83,7 +81,7 @@ class VQTrainConfig:
     batch_size: int = 256
     """Windows per step."""
     window_size: int = 64
-    """Frames per window (clips shorter than this are left out); must be a multiple of 4."""
+    """Frames per window (clips shorter than this are left out); a multiple of the frames per code."""
     lr: float = 2e-4
     """Peak AdamW learning rate."""
     betas: tuple[float, float] = (0.9, 0.99)
@@ -120,28 +118,28 @@ class VQTrainConfig:
     """Stop this invocation after N steps (checkpointed; resume continues); 0 = run to the end."""
     resume: bool = True
     """Continue from ``output_dir/resume_last.pt`` when it exists."""
-    num_threads: int = 0
-    """torch CPU threads (0 = leave torch's default)."""
-    device: str = "auto"
-    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
-    on_error: Literal["raise", "skip"] = "raise"
-    """Unreadable motion files: raise, or skip and count."""
-    max_skip_fraction: float = 0.05
-    """With on_error=skip, fail when more than this fraction is skipped."""
-    progress: bool = True
-    """Show tqdm bars."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         fpc = self.model.frames_per_code
         if self.window_size % fpc or self.window_size < fpc:
             raise ValueError(
-                f"window_size={self.window_size} must be a positive multiple of {fpc} (frames per code)"
+                f"window_size={self.window_size} must be a positive multiple of model.frames_per_code={fpc} "
+                f"(model.stride_t={self.model.stride_t} ** model.down_t={self.model.down_t})"
+            )
+        max_len = get_dataset_spec(self.dataset).max_motion_len
+        if self.window_size > max_len:
+            raise ValueError(
+                f"window_size={self.window_size} exceeds the longest {self.dataset} motion ({max_len} frames)"
             )
         for name in ("batch_size", "total_iters", "log_every", "val_every", "val_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.warmup_iters < 0 or self.max_steps < 0:
-            raise ValueError("warmup_iters and max_steps must be >= 0")
+        for name in ("warmup_iters", "max_steps", "max_train_motions", "val_max_motions"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.lr <= 0 or not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"lr={self.lr} must be > 0 and lr_gamma={self.lr_gamma} in (0, 1]")
         if list(self.lr_milestones) != sorted(self.lr_milestones):
             raise ValueError(f"lr_milestones={list(self.lr_milestones)} must be increasing")
 

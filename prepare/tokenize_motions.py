@@ -2,10 +2,10 @@
 
 Reads ``<dataset_root>/<split>.txt`` and ``new_joint_vecs/<id>.npy``, the VQ checkpoint and its
 normalisation (``<checkpoint dir>/meta/{mean,std}.npy`` unless ``mean_file``/``std_file`` are set).
-Writes ``<out_dir>/<id>.npy`` (int64 ``(K, N)``: one row per crop start 0..T-4N, see
-``models/vq_tokenize.py``), ``<out_dir>/windows/<id>_<start>_<end>.npy`` for every caption window
+Writes ``<output_dir>/<id>.npy`` (int64 ``(K, N)``: one row per crop start 0..T-4N, see
+``models/vq_tokenize.py``), ``<output_dir>/windows/<id>_<start>_<end>.npy`` for every caption window
 (``#from#to`` of ``texts/<id>.txt``, encoded from the window's own frames; ``windows=false`` skips
-them) and ``<out_dir>/codes_index.json``. Existing files made with the same
+them) and ``<output_dir>/codes_index.json``. Existing files made with the same
 checkpoint are kept unless ``force=true``; unreadable clips raise (or are counted with
 ``on_error=skip``); clips shorter than 4 frames get an empty ``(1, 0)`` entry and are listed.
 

@@ -58,9 +58,10 @@ def main(argv: list[str] | None = None) -> dict:
             evaluator_checkpoint=str(out / "finest.tar"), evaluator_meta_dir=str(out / "meta"),
             split=cfg.final_split, batch_size=cfg.batch_size, replications=cfg.final_replications,
             diversity_times=cfg.final_diversity_times, seed=cfg.seed, output_dir=str(out),
-            on_error=cfg.on_error, max_skip_fraction=cfg.max_skip_fraction, progress=cfg.progress,
+            device=cfg.device, num_threads=cfg.num_threads, on_error=cfg.on_error,
+            max_skip_fraction=cfg.max_skip_fraction, progress=cfg.progress,
         )  # fmt: skip
-        report = harness_from_config(eval_cfg).run([])
+        report = harness_from_config(eval_cfg, eval_cfg.device).run([])
         write_report(report, out, stem=f"eval_{cfg.final_split}")
         summary["ground_truth"] = report.to_json()["methods"]["Real motion"]["summary"]
         logger.info("ground truth on %s:\n%s", cfg.final_split, report.markdown())

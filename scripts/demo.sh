@@ -31,7 +31,7 @@ $PY -m eval.render --dataset-root "$DATA" --split test --num 4 --out "$DEMO_DIR/
 
 stage "3. Word vectors for the evaluator (Word2Vec on SynthML captions)"
 $PY -m prepare.build_word_vectors --config configs/tiny/word_vectors.yaml \
-  dataset_root="$DATA" out_dir="$DEMO_DIR/glove" seed="$SEED"
+  dataset_root="$DATA" output_dir="$DEMO_DIR/glove" seed="$SEED"
 
 stage "4. Train the text/motion evaluator (Guo et al. recipe, tiny sizes)"
 $PY -m prepare.train_evaluator --config configs/tiny/evaluator.yaml \
@@ -43,8 +43,8 @@ $PY -m prepare.train_vq --config configs/tiny/vq.yaml \
 
 stage "6. A test motion beside its VQ reconstruction"
 ID=$(head -n 1 "$DATA/test.txt")
-$PY -m eval.vq_reconstruct checkpoint="$VQ/net_last.pth" dataset_root="$DATA" "ids=['$ID']" \
-  out_dir="$DEMO_DIR/vq_recon"
+$PY -m eval.vq_reconstruct vq_checkpoint="$VQ/net_last.pth" dataset_root="$DATA" "ids=['$ID']" \
+  output_dir="$DEMO_DIR/vq_recon"
 $PY -m eval.render --npy "$DEMO_DIR/vq_recon/${ID}_gt.npy" "$DEMO_DIR/vq_recon/${ID}_recon.npy" \
   --titles "ground truth" "VQ reconstruction" --out "$DEMO_DIR/vq_recon/$ID.gif"
 
@@ -54,7 +54,7 @@ $PY -m data.engine --config configs/tiny/engine.yaml --dataset-root "$DATA" \
 
 stage "8. Tokenise SynthML and the engine's imperfect motions"
 $PY -m prepare.tokenize_motions --config configs/tiny/tokenize.yaml dataset_root="$DATA" \
-  vq_checkpoint="$VQ/net_last.pth" out_dir="$VQ/codes" "splits=[all,engine_motions]" \
+  vq_checkpoint="$VQ/net_last.pth" output_dir="$VQ/codes" "splits=[all,engine_motions]" \
   num_threads="$VQ_THREADS"
 
 stage "9. Check every annotation file builds (counts and one example per file)"

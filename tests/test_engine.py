@@ -70,14 +70,14 @@ def engine_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("engine")
     _write_root(base / "root_a")
     shutil.copytree(base / "root_a", base / "root_b")
-    cfg = EngineConfig(dataset_root=str(base / "root_a"), out_dir=str(base / "out_a"), seed=3)
+    cfg = EngineConfig(dataset_root=str(base / "root_a"), output_dir=str(base / "out_a"), seed=3)
     summary = run_engine(cfg)
     return base, cfg, summary
 
 
 def test_engine_writes_every_file_in_the_released_layout(engine_run):
     base, cfg, summary = engine_run
-    out = Path(cfg.out_dir)
+    out = Path(cfg.output_dir)
     # one entry per caption window in stage 0 / T2M direct / M2T (motion 0 has a sub-clip caption),
     # one per whole-clip caption in T2T, one per goal elsewhere
     want = {k: N_MOTIONS for k in TASKS} | {k: N_MOTIONS + 1 for k in WINDOWED_TASKS}
@@ -119,7 +119,7 @@ def test_each_caption_window_is_its_own_entry(engine_run, task):
         for line in read_captions(base / "root_a" / "texts" / f"{i:06d}.txt"):
             want.setdefault((f"{i:06d}", line.start, line.end), []).append(line.caption)
     got = {}
-    for ann in read_annotation_file(Path(cfg.out_dir) / TASKS[task].file_name).annotations:
+    for ann in read_annotation_file(Path(cfg.output_dir) / TASKS[task].file_name).annotations:
         ref = ann.motions[GOAL_MOTION]
         got[(ref.motion_name, ref.f_tag, ref.to_tag)] = list(ann.texts[GOAL_CAPTION])
     assert got == want
@@ -175,7 +175,14 @@ def test_engine_output_passes_inspect_annotations(engine_run, capsys):
     ckpt = base / "vq.pth"
     vq.save_checkpoint(ckpt)
     rc = main(
-        ["--dataset-root", cfg.dataset_root, "--vq-checkpoint", str(ckpt), "--annotations-dir", cfg.out_dir]
+        [
+            "--dataset-root",
+            cfg.dataset_root,
+            "--vq-checkpoint",
+            str(ckpt),
+            "--annotations-dir",
+            cfg.output_dir,
+        ]
     )
     captured = capsys.readouterr()
     out = captured.out
@@ -188,9 +195,9 @@ def test_engine_output_passes_inspect_annotations(engine_run, capsys):
 def test_workers_give_byte_identical_files(engine_run):
     """Two render workers write the same annotation and motion files, byte for byte, as one."""
     base, cfg, _ = engine_run
-    cfg_b = EngineConfig(dataset_root=str(base / "root_b"), out_dir=str(base / "out_b"), seed=3, workers=2)
+    cfg_b = EngineConfig(dataset_root=str(base / "root_b"), output_dir=str(base / "out_b"), seed=3, workers=2)
     run_engine(cfg_b)
-    out_a, out_b = Path(cfg.out_dir), Path(cfg_b.out_dir)
+    out_a, out_b = Path(cfg.output_dir), Path(cfg_b.output_dir)
     for name in [spec.file_name for spec in TASKS.values()] + [STAGE3_FILE]:
         assert (out_a / name).read_bytes() == (out_b / name).read_bytes(), name
     listed = (base / "root_a" / ENGINE_LIST).read_text()
@@ -208,15 +215,19 @@ def test_workers_give_byte_identical_files(engine_run):
 
 def test_rerun_is_idempotent_and_foreign_ids_are_refused(engine_run, tmp_path):
     base, cfg, summary = engine_run
-    again = run_engine(EngineConfig(dataset_root=cfg.dataset_root, out_dir=cfg.out_dir, seed=3, workers=2))
+    again = run_engine(
+        EngineConfig(dataset_root=cfg.dataset_root, output_dir=cfg.output_dir, seed=3, workers=2)
+    )
     assert again.seconds == summary.seconds  # finished run with the same config: skipped
-    run_engine(EngineConfig(dataset_root=cfg.dataset_root, out_dir=str(tmp_path / "o"), seed=3, max_goals=2))
+    run_engine(
+        EngineConfig(dataset_root=cfg.dataset_root, output_dir=str(tmp_path / "o"), seed=3, max_goals=2)
+    )
     np.save(base / "root_b" / "new_joint_vecs" / "900100.npy", np.zeros((4, 263), np.float32))
     root_c = tmp_path / "root_c"
     shutil.copytree(base / "root_b", root_c)
     (root_c / ENGINE_LIST).unlink()
     with pytest.raises(ValueError, match="collides"):
-        run_engine(EngineConfig(dataset_root=str(root_c), out_dir=str(tmp_path / "o2"), seed=3))
+        run_engine(EngineConfig(dataset_root=str(root_c), output_dir=str(tmp_path / "o2"), seed=3))
 
 
 def test_assessments_are_true_by_construction():

@@ -56,7 +56,7 @@ def coded(tmp_path_factory):
     vq.save_checkpoint(ckpt)
     norm = FeatureNorm.identity(D)
     tok = TokenizeConfig(
-        dataset_root=str(root), vq_checkpoint=str(ckpt), out_dir=str(base / "codes"), progress=False
+        dataset_root=str(root), vq_checkpoint=str(ckpt), output_dir=str(base / "codes"), progress=False
     )
     index = tokenize_dataset(tok, vq, norm)
     return root, base / "codes", vq, norm, index, tok

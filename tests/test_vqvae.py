@@ -301,8 +301,8 @@ def test_train_and_tokenize_scripts(make_tiny_dataset, tmp_path: Path):
 
     from eval import vq_reconstruct
 
-    rec = vq_reconstruct.main([f"checkpoint={run / 'net_last.pth'}", f"dataset_root={root}", "ids=['000001']",
-                               f"out_dir={tmp_path / 'rec'}"])  # fmt: skip
+    rec = vq_reconstruct.main([f"vq_checkpoint={run / 'net_last.pth'}", f"dataset_root={root}", "ids=['000001']",
+                               f"output_dir={tmp_path / 'rec'}"])  # fmt: skip
     assert rec["clips"]["000001"]["n_frames"] == 120
     assert np.load(tmp_path / "rec" / "000001_recon.npy").shape == (120, 263)
     np.testing.assert_array_equal(
@@ -316,7 +316,7 @@ def test_train_and_tokenize_scripts(make_tiny_dataset, tmp_path: Path):
     np.save(root / "new_joint_vecs" / "000006.npy", bad)
     codes_dir = tmp_path / "codes"
     tok = ["--config", str(CONFIGS / "tiny" / "tokenize.yaml"), f"dataset_root={root}",
-           f"vq_checkpoint={run / 'net_last.pth'}", f"out_dir={codes_dir}", "progress=false", "num_threads=0"]  # fmt: skip
+           f"vq_checkpoint={run / 'net_last.pth'}", f"output_dir={codes_dir}", "progress=false", "num_threads=0"]  # fmt: skip
     with pytest.raises(DatasetFileError, match="000006.npy.*NaN"):
         tokenize_motions.main(tok)
     index = tokenize_motions.main([*tok, "on_error=skip", "max_skip_fraction=0.2"])

@@ -25,7 +25,7 @@ def test_vocabulary_order(tiny_dataset: Path):
 
 
 def test_corpus_build_reads_back_and_skips_existing(tiny_dataset: Path, tmp_path: Path):
-    args = [f"dataset_root={tiny_dataset}", "epochs=2", "splits=[all]", f"out_dir={tmp_path / 'a'}"]
+    args = [f"dataset_root={tiny_dataset}", "epochs=2", "splits=[all]", f"output_dir={tmp_path / 'a'}"]
     main(args)
     vec = WordVectorizer(tmp_path / "a")
     assert vec.words[:3] == ["sos", "eos", "unk"] and vec.vectors.shape == (len(vec), 300)
@@ -39,7 +39,7 @@ def test_corpus_build_reads_back_and_skips_existing(tiny_dataset: Path, tmp_path
 
 
 def _build_in_subprocess(root: Path, out: Path, hash_seed: str) -> None:
-    argv = [f"dataset_root={root}", "epochs=2", "splits=[all]", f"out_dir={out}"]
+    argv = [f"dataset_root={root}", "epochs=2", "splits=[all]", f"output_dir={out}"]
     code = f"from prepare.build_word_vectors import main; main({argv!r})"
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
     subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, capture_output=True)
@@ -63,7 +63,7 @@ def test_glove_build(tiny_dataset: Path, tmp_path: Path):
     glove = tmp_path / "glove.txt"
     glove.write_text("".join(f"{w} {' '.join(f'{x:.5f}' for x in v)}\n" for w, v in rows.items()))
     out = main([f"dataset_root={tiny_dataset}", "source=glove", f"glove_txt={glove}", "dim=4",
-                f"out_dir={tmp_path / 'g'}"])  # fmt: skip
+                f"output_dir={tmp_path / 'g'}"])  # fmt: skip
     vec = WordVectorizer(out, word_dim=4)
     assert vec.words == ["sos", "eos", "unk", "a", "person", "walk", "the"]  # caption words in GloVe only
     np.testing.assert_allclose(vec["walk/VERB"][0], rows["walk"], atol=1e-5)

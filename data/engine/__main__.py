@@ -1,7 +1,7 @@
 """``python -m data.engine --dataset-root DIR --out DIR [--config FILE] [key=value ...]``.
 
 Builds the stage-0/1/2 annotation files and the stage-3 prompt set from a SynthML root (see
-``data.engine.run``). ``--dataset-root``/``--out`` override ``dataset_root``/``out_dir`` of the
+``data.engine.run``). ``--dataset-root``/``--out`` override ``dataset_root``/``output_dir`` of the
 config; any other ``EngineConfig`` field can be set as ``key=value``.
 """
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dataset_root:
         overrides.append(f"dataset_root={args.dataset_root}")
     if args.out:
-        overrides.append(f"out_dir={args.out}")
+        overrides.append(f"output_dir={args.out}")
     setup_logging()
     try:
         cfg = load_config(EngineConfig, args.config, overrides)

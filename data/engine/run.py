@@ -3,13 +3,13 @@
 Reads a dataset root in the HumanML3D layout with ``attributes/<id>.json`` (SynthML), renders the
 imperfect variants of every goal motion of ``split`` with the SynthML generator, and writes::
 
-    <out_dir>/stage_0_annotations.json
-    <out_dir>/stage-1/{T2M_direct_generation, T2M_detailed_prompt_generation, M2T_motion_caption,
+    <output_dir>/stage_0_annotations.json
+    <output_dir>/stage-1/{T2M_direct_generation, T2M_detailed_prompt_generation, M2T_motion_caption,
                        T2T_prompt_analysis, TM2T_assessment_analysis, TM2T_refinement_instruction,
                        TM2M_direct_refinement, TM2M_instructed_motion_refinement}_annots.json
-    <out_dir>/stage-2/sft_motion_assess_cot_v2.json
-    <out_dir>/stage-3/grpo_prompts.jsonl          (one row per train (motion, caption), grpo.md 1.2)
-    <out_dir>/engine_summary.json                 (config, counts, timing, attempt distribution)
+    <output_dir>/stage-2/sft_motion_assess_cot_v2.json
+    <output_dir>/stage-3/grpo_prompts.jsonl          (one row per train (motion, caption), grpo.md 1.2)
+    <output_dir>/engine_summary.json                 (config, counts, timing, attempt distribution)
 
 Where imperfect motions go: by default into the dataset root itself, as ordinary motion files
 written by SynthML's ``write_motion`` (``new_joint_vecs``, ``new_joints``, ``texts`` with captions of
@@ -45,13 +45,13 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from tqdm import tqdm
 
 from data.annotations import NUM_INTERMEDIATE, TASKS, Annotation, write_annotation_file
-from data.config import config_to_dict
+from data.config import RunConfig, config_to_dict
 from data.engine.annotate import Goal, Variant, attribute_tasks, caption_tasks
 from data.engine.perturb import Stated, imperfect_ladder
 from data.layout import DatasetFileError, DatasetPaths, read_captions, read_split
@@ -70,19 +70,26 @@ ENGINE_LIST = "engine_motions.txt"
 STAGE3_FILE = "stage-3/grpo_prompts.jsonl"
 
 
-@dataclass
-class EngineConfig:
+@dataclass(kw_only=True)
+class EngineConfig(RunConfig):
     """Data-engine settings (``configs/tiny/engine.yaml``)."""
 
+    ignored_fields: ClassVar[dict[str, str]] = {
+        "device": "the engine renders with numpy; no torch model runs",
+        "num_threads": "rendering runs in `workers` processes; set that instead",
+        "on_error": "a broken goal file always raises, so the annotation files never lose goals silently",
+        "max_skip_fraction": "no file is ever skipped (see on_error)",
+        "progress": "its progress bars are always shown",
+    }
+
     dataset_root: str = ""
-    """Dataset root in the HumanML3D layout, with ``attributes/`` for SynthML."""
-    out_dir: str = ""
-    """Where the annotation files go."""
-    dataset: str = "humanml3d"
-    """Dataset spec name (ids, fps, skeleton)."""
+    """Dataset root in the HumanML3D layout, with ``attributes/`` for SynthML (required)."""
+    output_dir: str = ""
+    """Where the annotation files go (required)."""
+    seed: int = 0
+    """Seed of every goal's ladder, texts and candidate caps (``default_rng([seed, crc32(id)])``)."""
     split: str = "train"
     """Goal motions come from this split (the test split stays unseen)."""
-    seed: int = 0
     max_goals: int = 0
     """Use only the first N goals of the split (0 = all)."""
     variants_per_goal: int = 4
@@ -100,17 +107,22 @@ class EngineConfig:
     stage3: bool = True
     """Write the stage-3 (GRPO) prompt set."""
     force: bool = False
-    """Rebuild even when ``out_dir`` holds a finished run with the same config."""
+    """Rebuild even when ``output_dir`` holds a finished run with the same config."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 <= self.variants_per_goal <= NUM_INTERMEDIATE:
             raise ValueError(
                 f"variants_per_goal={self.variants_per_goal} must be in 0..{NUM_INTERMEDIATE} "
                 f"(<Intermediate_Motion_0..{NUM_INTERMEDIATE - 1}>)"
             )
-        if self.phrasings < 1 or self.tm_max_candidates < 1 or self.workers < 1:
-            raise ValueError("phrasings, tm_max_candidates and workers must be >= 1")
-        get_dataset_spec(self.dataset)
+        for name in ("phrasings", "tm_max_candidates", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.max_goals < 0 or self.imperfect_id_start < 0:
+            raise ValueError(
+                f"max_goals={self.max_goals} and imperfect_id_start={self.imperfect_id_start} must be >= 0"
+            )
 
     def first_imperfect_id(self) -> int:
         """``imperfect_id_start``, or 9 x 10^(digits-1) when it is 0."""
@@ -302,11 +314,11 @@ def _check_id_range(cfg: EngineConfig, root: Path, start: int, n: int, goal_ids:
 
 def run_engine(cfg: EngineConfig) -> EngineSummary:
     """Build and write every annotation file (see the module docstring); returns the summary."""
-    if not cfg.dataset_root or not cfg.out_dir:
-        raise ValueError("dataset_root and out_dir must be set")
+    if not cfg.dataset_root or not cfg.output_dir:
+        raise ValueError("dataset_root and output_dir must be set")
     t0 = time.perf_counter()
     spec = get_dataset_spec(cfg.dataset)
-    out = Path(cfg.out_dir)
+    out = Path(cfg.output_dir)
     done = _finished_run(cfg)
     if done is not None:
         logger.info("engine: %s already holds a run with this config; skipping (force=true rebuilds)", out)
@@ -415,8 +427,8 @@ def run_engine(cfg: EngineConfig) -> EngineSummary:
 
 
 def _finished_run(cfg: EngineConfig) -> EngineSummary | None:
-    """The summary of a finished run in ``out_dir`` with the same config (ignoring ``force``/``workers``)."""
-    path = Path(cfg.out_dir) / "engine_summary.json"
+    """The summary of a finished run in ``output_dir`` with the same config (ignoring ``force``/``workers``)."""
+    path = Path(cfg.output_dir) / "engine_summary.json"
     if cfg.force or not path.is_file():
         return None
     data = json.loads(path.read_text())
@@ -425,7 +437,7 @@ def _finished_run(cfg: EngineConfig) -> EngineSummary | None:
     if old != {k: v for k, v in config_to_dict(cfg).items() if k not in ignore}:
         return None
     files = [
-        Path(cfg.out_dir) / t.file_name
+        Path(cfg.output_dir) / t.file_name
         for t, n in zip(TASKS.values(), data["entries"].values(), strict=True)
         if n
     ]
