@@ -449,6 +449,11 @@ class OutputFolder:
     def record(self, rel: str | Path, sha256: str | None = None) -> None:
         """Note that ``rel`` was written (by :meth:`path`'s user); no-op here."""
 
+    def begin(self) -> None:
+        """Start the run now (manifest, start files), e.g. before worker processes write into the folder."""
+        if self.main_process:
+            self._before_write()
+
 
 class RunFolder(OutputFolder):
     """An output folder owned by one command's run; open it with :meth:`open` in a ``with`` block.

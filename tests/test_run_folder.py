@@ -450,3 +450,112 @@ def test_open_run_writes_config_and_run_info_at_the_first_write(tmp_path: Path):
     assert json.loads((out / "run_info.json").read_text())["seed"] == 9
     m = read_manifest(out)
     assert m["info"] == {"seed": 9} and set(m["files"]) == {"config.yaml", "run_info.json", "x.txt"}
+
+
+# ----------------------------------------------------------------------------------------------
+# python -m data.synth
+# ----------------------------------------------------------------------------------------------
+
+
+def _synth(out: Path, *flags: str) -> dict:
+    from data.synth.__main__ import main
+
+    return main(["--out", str(out), "--workers", "1", "--no-progress", *flags])
+
+
+def test_synth_refuses_a_dataset_it_did_not_build(make_tiny_dataset):
+    real = make_tiny_dataset("HumanML3D")  # a slip like --out dataset/HumanML3D
+    before = tree(real)
+    for flags in ((), ("--force",)):
+        with pytest.raises(RunFolderError, match=r"did not write \(.*\).*--overwrite.*another --out"):
+            _synth(real, "--num", "20", *flags)
+        assert tree(real) == before
+
+
+def test_synth_overwrite_never_deletes_foreign_files(make_tiny_dataset):
+    root = make_tiny_dataset("mixed")
+    (root / "new_joint_vecs" / "M000001.npy").write_bytes(b"a KIT-style id of another build")
+    (root / "README.txt").write_text("notes")
+    foreign = {k: v for k, v in tree(root).items() if "M000001" in k or k == "README.txt"}
+    _synth(root, "--num", "21", "--overwrite")
+    vecs = root / "new_joint_vecs"
+    assert (vecs / "000020.npy").is_file() and read_manifest(root)["command"] == "data.synth"
+    # Rebuild with fewer motions: the build's own 000020 files go, the foreign ones stay.
+    _synth(root, "--num", "20", "--force")
+    assert not (vecs / "000020.npy").exists() and not (root / "texts" / "000020.txt").exists()
+    assert {k: v for k, v in tree(root).items() if "M000001" in k or k == "README.txt"} == foreign
+    assert sorted(p.name for p in vecs.iterdir())[-2:] == ["000019.npy", "M000001.npy"]
+    m = read_manifest(root)
+    assert (
+        m["status"] == "done" and m["config"]["num"] == 20 and len(m["files"]) == 20 * 4 + 8
+    )  # + 5 splits, Mean, Std, marker
+    # Other parameters without --force: refused, naming the key; the folder is unchanged.
+    before = tree(root)
+    with pytest.raises(RunFolderError, match=r"seed was 0 and is 5 now.*--force"):
+        _synth(root, "--num", "20", "--seed", "5")
+    assert tree(root) == before
+
+
+# ----------------------------------------------------------------------------------------------
+# python -m prepare.train_vq
+# ----------------------------------------------------------------------------------------------
+
+_VQ_ARGS = ("model.width=16", "model.code_dim=16", "model.output_emb_width=16", "model.nb_code=32",
+            "model.depth=1", "batch_size=4", "window_size=16", "warmup_iters=2", "total_iters=3",
+            "progress=false", "num_threads=0")  # fmt: skip
+
+
+def _train_vq(root: Path, out: Path, *extra: str) -> dict:
+    from prepare import train_vq
+
+    config = REPO / "configs" / "tiny" / "vq.yaml"
+    return train_vq.main(
+        ["--config", str(config), f"dataset_root={root}", f"output_dir={out}", *_VQ_ARGS, *extra]
+    )
+
+
+def test_train_vq_rerun_with_another_dataset_is_refused(make_tiny_dataset, tmp_path: Path):
+    first, second = make_tiny_dataset("a"), make_tiny_dataset("b", seed=1)
+    out = tmp_path / "vq"
+    result = _train_vq(first, out)
+    m = read_manifest(out)
+    assert m["command"] == "prepare.train_vq" and m["status"] == "done"
+    assert m["inputs"]["mean_file"]["digest"] == "sha256:" + sha((first / "Mean.npy").read_bytes())
+    assert {"config.yaml", "run_info.json", "meta/mean.npy", "meta/std.npy", "net_last.pth", "resume_last.pt",
+            "metrics.jsonl", "eval_test.json"} <= set(m["files"])  # fmt: skip
+    before = tree(out)
+    with pytest.raises(RunFolderError) as err:
+        _train_vq(second, out)
+    msg = str(err.value)
+    assert f'dataset_root was "{first}" and is "{second}" now' in msg and "input mean_file" in msg
+    assert "resume=false" in msg and str(out) in msg
+    assert tree(out) == before  # meta/{mean,std}.npy and config.yaml untouched
+    # The same command again returns the stored result without writing.
+    assert _train_vq(first, out, "num_threads=1", "device=cpu") == result
+    assert tree(out) == before
+    # resume=false starts the run over on the new data.
+    _train_vq(second, out, "resume=false")
+    np.testing.assert_array_equal(np.load(out / "meta" / "mean.npy"), np.load(second / "Mean.npy"))
+    assert read_manifest(out)["config"]["dataset_root"] == str(second)
+
+
+def test_train_vq_failed_resume_check_leaves_config_untouched(make_tiny_dataset, tmp_path: Path):
+    root = make_tiny_dataset()
+    out = tmp_path / "vq"
+    assert _train_vq(root, out, "max_steps=2") == {}  # stopped after 2 of 4 steps
+    assert read_manifest(out)["status"] == "stopped"
+    before = tree(out)
+    with pytest.raises(RunFolderError, match=r"lr was 0\.001 and is 0\.5 now; model\.depth was 1 and is 2 now"):
+        _train_vq(root, out, "model.depth=2", "lr=0.5")
+    assert tree(out) == before
+    # Another command pointed at the folder is refused too.
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "data.npy").write_bytes(b"x")
+    with pytest.raises(RunFolderError, match="overwrite=true"):
+        _train_vq(root, tmp_path / "elsewhere")
+    # The interrupted run resumes to the end.
+    result = _train_vq(root, out)
+    m = read_manifest(out)
+    assert result["step"] == 4 and m["status"] == "done" and len(m["attempts"]) == 2
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 4
