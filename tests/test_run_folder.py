@@ -545,7 +545,9 @@ def test_train_vq_failed_resume_check_leaves_config_untouched(make_tiny_dataset,
     assert _train_vq(root, out, "max_steps=2") == {}  # stopped after 2 of 4 steps
     assert read_manifest(out)["status"] == "stopped"
     before = tree(out)
-    with pytest.raises(RunFolderError, match=r"lr was 0\.001 and is 0\.5 now; model\.depth was 1 and is 2 now"):
+    with pytest.raises(
+        RunFolderError, match=r"lr was 0\.001 and is 0\.5 now; model\.depth was 1 and is 2 now"
+    ):
         _train_vq(root, out, "model.depth=2", "lr=0.5")
     assert tree(out) == before
     # Another command pointed at the folder is refused too.
