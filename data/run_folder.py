@@ -7,14 +7,17 @@ Every command that writes into an output folder opens it once::
             return ...
         run.save_npy("meta/mean.npy", mean)    # atomic; recorded with its sha256
         run.save_torch("net_last.pth", state)
-        logger_path = run.path("metrics.jsonl")  # for code that writes the file itself
+        run.write_with("codes.npy", lambda fh: np.save(fh, codes))  # any writer(fh)
+        log_path = run.path("metrics.jsonl")   # for code that writes the file itself (hashed at close)
+        run.record("from_library.bin")         # a file written by code outside the run
         run.done()
 
 Folder layout (besides the command's own files)::
 
     run.json     the manifest (:data:`MANIFEST`): format, command, run_id, status, config, config_hash,
                  volatile (config keys left out of the hash), inputs ({name: {path, digest}}),
-                 git_commit, created/updated/finished, attempts (one per invocation that wrote),
+                 git_commit, created/updated/finished, attempts (one per invocation that wrote:
+                 started, ended, pid, host, status, error; ``interrupted`` if it was killed),
                  files ({relative path: {sha256, size, mtime_ns}}), stale (files of a superseded
                  attempt, removed by ``done()`` unless rewritten) and info (free-form).
     .run.lock    the lock (:data:`LOCK`) while a process holds the folder: pid, host, command.
@@ -40,6 +43,15 @@ Rules (each refusal raises :class:`RunFolderError` naming the folder, the other 
 - **Atomic.** Every file goes through :func:`atomic_write` (temporary file in the same folder,
   fsync, ``os.replace``), so an interrupted run leaves no half-written file; temporaries of a
   killed attempt carry the run id and are removed when the run is opened again.
+
+Adopting it in an entry point (``prepare/train_vq.py`` and ``data/synth/build.py`` are the examples):
+validate cheap inputs, then ``with data.runtime.open_run(cfg.output_dir, command=..., config=...,
+seed=..., inputs=..., volatile=..., overwrite=cfg.overwrite, resume=cfg.resume) as run:``; return the
+stored result when ``run.finished``; pass ``run`` to the library code, which writes through it
+(``OutputFolder`` is the manifest-free stand-in when a library is used without a run); call
+``run.begin()`` before worker processes write files and ``run.record(rel)`` for each file they wrote;
+``run.done()`` at the end. ``volatile`` lists the keys that may change between invocations of one
+run (output_dir, resume, overwrite, max_steps, device, threads, progress).
 
 Only the main process (rank 0) writes: with ``main_process=False`` ``open`` neither checks nor
 locks, and every write is a no-op that returns the target path.
@@ -412,7 +424,8 @@ class OutputFolder:
             raise ValueError(f"{self.root}: {rel!s} is not a path inside the output folder")
         return self.root / rel_path
 
-    def _write(self, rel: str | Path, writer: Callable[[IO[bytes]], Any]) -> Path:
+    def write_with(self, rel: str | Path, writer: Callable[[IO[bytes]], Any]) -> Path:
+        """Write ``rel`` atomically through ``writer(fh)`` (see :func:`atomic_write`)."""
         target = self._target(rel)
         if not self.main_process:
             return target
@@ -422,7 +435,7 @@ class OutputFolder:
         return target
 
     def write_bytes(self, rel: str | Path, data: bytes) -> Path:
-        return self._write(rel, lambda fh: fh.write(data))
+        return self.write_with(rel, lambda fh: fh.write(data))
 
     def write_text(self, rel: str | Path, text: str) -> Path:
         return self.write_bytes(rel, text.encode("utf-8"))
@@ -431,12 +444,12 @@ class OutputFolder:
         return self.write_text(rel, json.dumps(obj, indent=indent) + "\n")
 
     def save_npy(self, rel: str | Path, array: np.ndarray) -> Path:
-        return self._write(rel, lambda fh: np.save(fh, np.asarray(array), allow_pickle=False))
+        return self.write_with(rel, lambda fh: np.save(fh, np.asarray(array), allow_pickle=False))
 
     def save_torch(self, rel: str | Path, obj: Any) -> Path:
         import torch  # see atomic_torch_save
 
-        return self._write(rel, lambda fh: torch.save(obj, fh))
+        return self.write_with(rel, lambda fh: torch.save(obj, fh))
 
     def path(self, rel: str | Path) -> Path:
         """Target path for code that writes ``rel`` itself (its parent folder is created)."""
@@ -669,7 +682,9 @@ class RunFolder(OutputFolder):
             )
         self._remove_own_temporaries(old["run_id"])
         manifest = dict(fresh, run_id=old["run_id"], created=old.get("created", fresh["created"]))
-        manifest["attempts"] = list(old.get("attempts", []))
+        manifest["attempts"] = [dict(a) for a in old.get("attempts", [])]
+        if manifest["attempts"] and "status" not in manifest["attempts"][-1]:
+            manifest["attempts"][-1]["status"] = "interrupted"  # killed: it never reached close()
         manifest["stale"] = dict(old.get("stale", {}))
         if resume and not diffs:
             self.resumed = True

@@ -373,7 +373,7 @@ _CHILD = textwrap.dedent(
             fh.flush()
             print("writing", flush=True)
             sys.stdin.read()
-        run._write("b.bin", writer)
+        run.write_with("b.bin", writer)
     """
 )
 
@@ -421,7 +421,8 @@ def test_killed_run_leaves_no_half_file_and_resumes(tmp_path: Path, caplog):
             run.done()
     assert f"pid {proc.pid}" in caplog.text and "no longer running" in caplog.text
     assert sorted(p.name for p in out.iterdir()) == ["a.txt", "b.bin", MANIFEST]
-    assert read_manifest(out)["status"] == "done"
+    m = read_manifest(out)
+    assert m["status"] == "done" and [a["status"] for a in m["attempts"]] == ["interrupted", "done"]
 
 
 # ----------------------------------------------------------------------------------------------
