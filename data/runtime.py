@@ -6,13 +6,14 @@ import json
 import logging
 import os
 import random
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+
+from data.run_folder import MANIFEST, OutputFolder, RunFolder, RunFolderError, git_commit, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -60,30 +61,72 @@ def setup_logging(level: int = logging.INFO) -> None:
     )
 
 
-def git_commit() -> str:
-    """Current git commit of the repository, or ``unknown``."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+def _config_yaml(config: dict[str, Any]) -> str:
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def _run_info(seed: int) -> str:
+    info = {"seed": seed, "git_commit": git_commit(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return json.dumps(info, indent=2)
 
 
 def prepare_run_dir(output_dir: str | Path, config: dict[str, Any], seed: int) -> Path:
-    """Create ``output_dir`` and write the resolved ``config.yaml`` and ``run_info.json`` (rank 0)."""
+    """Create ``output_dir`` and write the resolved ``config.yaml`` and ``run_info.json`` (rank 0).
+
+    For commands not yet on :func:`open_run`: the two files are written atomically, and a folder
+    that holds a managed run (a ``run.json``, see :mod:`data.run_folder`) is refused.
+
+    Raises:
+        RunFolderError: ``output_dir`` holds another command's managed run.
+    """
     out = Path(output_dir)
     if is_main_process():
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        info = {"seed": seed, "git_commit": git_commit(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        (out / "run_info.json").write_text(json.dumps(info, indent=2))
+        manifest = read_manifest(out) if out.is_dir() else None
+        if manifest is not None:
+            raise RunFolderError(
+                f"{out} holds a {manifest['command']} run (see {out / MANIFEST}); writing this command's "
+                "config.yaml and outputs there would replace its files. Choose another output_dir"
+            )
+        folder = OutputFolder(out)
+        folder.write_text("config.yaml", _config_yaml(config))
+        folder.write_text("run_info.json", _run_info(seed))
     return out
+
+
+def open_run(
+    output_dir: str | Path,
+    *,
+    command: str,
+    config: dict[str, Any],
+    seed: int,
+    inputs: dict[str, str | Path] | None = None,
+    volatile: tuple[str, ...] = (),
+    overwrite: bool = False,
+    resume: bool = True,
+) -> RunFolder:
+    """Open ``output_dir`` as ``command``'s run folder (use in a ``with`` block; see :mod:`data.run_folder`).
+
+    Checks the folder (owner, config minus ``volatile`` keys, input fingerprints, lock) before
+    anything is written; at the first write the manifest, the resolved ``config.yaml`` and
+    ``run_info.json`` (seed, git commit, start time) are written. Only rank 0 checks and writes.
+
+    Raises:
+        RunFolderError: the folder holds another command's run or foreign files (fix:
+            ``overwrite=true``), a run with another config or inputs (fix: ``resume=false`` or
+            another ``output_dir``), or is locked by a live process.
+    """
+    return RunFolder.open(
+        output_dir,
+        command=command,
+        config=config,
+        inputs=inputs,
+        volatile=volatile,
+        overwrite=overwrite,
+        resume=resume,
+        start_files={"config.yaml": _config_yaml(config), "run_info.json": _run_info(seed)},
+        info={"seed": seed},
+        main_process=is_main_process(),
+    )
 
 
 class MetricsLogger:

@@ -7,6 +7,7 @@ the VQ's normalised space; loss ``L_rec + commit_weight * L_commit + vel_weight 
 
 Run folder (``output_dir``)::
 
+    run.json                          run manifest (data.run_folder): command, config hash, inputs, files, status
     config.yaml, run_info.json        resolved config, seed, git commit
     meta/mean.npy, meta/std.npy       the normalisation the VQ works in
     metrics.jsonl                     train losses every log_every steps, validation every val_every
@@ -38,7 +39,8 @@ from tqdm import tqdm
 
 from data.config import RunConfig, config_to_dict
 from data.motion_repr import recover_from_ric
-from data.normalization import META_DIR, FeatureNorm
+from data.normalization import META_DIR, FeatureNorm, meta_files
+from data.run_folder import OutputFolder, RunFolder
 from data.runtime import MetricsLogger, is_main_process, resolve_device
 from data.specs import DatasetSpec, get_dataset_spec
 from data.vq_data import Clip, MotionWindows
@@ -46,7 +48,6 @@ from models.vqvae import (
     CheckpointError,
     MotionVQVAE,
     VQVAEConfig,
-    atomic_torch_save,
     check_state_dict,
     perplexity_from_counts,
 )
@@ -117,7 +118,10 @@ class VQTrainConfig(RunConfig):
     max_steps: int = 0
     """Stop this invocation after N steps (checkpointed; resume continues); 0 = run to the end."""
     resume: bool = True
-    """Continue from ``output_dir/resume_last.pt`` when it exists."""
+    """Continue the folder's run (same config and inputs) from ``resume_last.pt``; false starts it over."""
+    overwrite: bool = False
+    """Accept an output_dir holding another command's run or files of other origin, or a run with another
+    config (only this run's files are replaced; nothing else is deleted)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -295,6 +299,8 @@ class VQTrainer:
         train: training windows.
         val_clips: clips for periodic validation (``None`` = no validation).
         norm: the normalisation of ``train`` and ``val_clips``, written to ``output_dir/meta``.
+        run: the run folder the trainer writes through (``prepare.train_vq`` opens it); ``None``
+            writes atomically into ``cfg.output_dir`` without a manifest.
     """
 
     def __init__(
@@ -304,10 +310,15 @@ class VQTrainer:
         train: MotionWindows,
         val_clips: list[Clip] | None,
         norm: FeatureNorm,
+        run: OutputFolder | None = None,
     ):
         self.cfg, self.spec, self.train_data, self.val_clips = cfg, spec, train, val_clips
         self.norm = norm
         self.out = Path(cfg.output_dir)
+        self.run = run if run is not None else OutputFolder(self.out, main_process=is_main_process())
+        # A run folder that starts over (another config with overwrite, or resume=false) must not
+        # pick up the earlier run's resume state.
+        self.may_resume = cfg.resume and (run.resumed if isinstance(run, RunFolder) else True)
         self.device = resolve_device(cfg.device)
         self.model = MotionVQVAE(nfeats=spec.feat_dim, config=cfg.model).to(self.device)
         self.model.train()
@@ -318,7 +329,7 @@ class VQTrainer:
         self.ric = spec.feature_slices["ric"]
         self.step = 0
         self.best: dict[str, float] = {"mpjpe_mm": math.inf, "step": 0}
-        self.metrics = MetricsLogger(self.out / "metrics.jsonl")
+        self.metrics = MetricsLogger(self.run.path("metrics.jsonl"))
 
     # ------------------------------------------------------------------ one step
     def train_step(self, step: int) -> dict[str, float]:
@@ -356,8 +367,9 @@ class VQTrainer:
         """Write net_last.pth (released layout) and resume_last.pt (rank 0 only)."""
         if not is_main_process():
             return
-        self.model.save_checkpoint(self.out / NET_LAST)
-        atomic_torch_save(self.resume_state(), self.out / RESUME_FILE)
+        self.model.save_checkpoint(self.run.path(NET_LAST))
+        self.run.record(NET_LAST)
+        self.run.save_torch(RESUME_FILE, self.resume_state())
 
     def load_resume(self, path: Path) -> None:
         """Restore weights, optimizer, EMA quantiser state, RNG, step and best metrics."""
@@ -404,18 +416,21 @@ class VQTrainer:
             self.metrics.log(step=self.step, split=self.cfg.val_split, **res)
             if res["mpjpe_mm"] < self.best["mpjpe_mm"] and is_main_process():
                 self.best = {"mpjpe_mm": res["mpjpe_mm"], "step": self.step}
-                self.model.save_checkpoint(self.out / NET_BEST)
+                self.model.save_checkpoint(self.run.path(NET_BEST))
+                self.run.record(NET_BEST)
         self.save()
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> list[float]:
         """Train to ``total_steps`` (or ``max_steps`` more); returns this invocation's per-step losses."""
         cfg = self.cfg
-        if is_main_process():
-            self.norm.save(self.out / META_DIR)
         resume = self.out / RESUME_FILE
-        if cfg.resume and resume.is_file():
+        if self.may_resume and resume.is_file():
             self.load_resume(resume)
+        if self.step == 0:  # a resumed run keeps its normalisation and metrics
+            for rel, array in zip(meta_files(META_DIR), (self.norm.mean, self.norm.std), strict=True):
+                self.run.save_npy(rel, array)
+            self.run.write_text("metrics.jsonl", "")  # lines of an earlier attempt that started over
         end = cfg.total_steps if not cfg.max_steps else min(cfg.total_steps, self.step + cfg.max_steps)
         losses: list[float] = []
         window: list[dict[str, float]] = []

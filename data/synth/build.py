@@ -3,11 +3,15 @@
 Reads nothing. Writes under ``out``: ``new_joints/``, ``new_joint_vecs/``, ``texts/``,
 ``attributes/``, ``train.txt`` ``val.txt`` ``test.txt`` ``train_val.txt`` ``all.txt`` (80/5/15),
 ``Mean.npy``/``Std.npy`` (HumanML3D way: mean over all frames of the train clips; std averaged
-within each feature block) and ``synthml_build.json`` (parameters + statistics, written last).
+within each feature block), ``synthml_build.json`` (parameters + statistics) and the run manifest
+``run.json`` (:mod:`data.run_folder`, command ``data.synth``; written first and last).
 
 Motion ``i`` depends only on ``(seed, i)`` (``np.random.default_rng([seed, i])``), so the output
 is identical for any number of worker processes. A complete folder built with the same parameters
-is left alone unless ``force=True``.
+is left alone unless ``force=True``. A folder holding files this command did not write (e.g. a real
+dataset) is refused unless ``overwrite=True``, and its files are never deleted; ``force=True``
+rebuilds this command's own earlier build (also with other parameters) and removes only the motions
+of that build that are not written again.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from data.layout import SPLITS, DatasetPaths
-from data.specs import get_dataset_spec
+from data.layout import DatasetPaths
+from data.run_folder import RunFolder
+from data.specs import DatasetSpec, get_dataset_spec
 from data.synth.body import sample_subject
 from data.synth.captions import Caption, caption_action, caption_program
 from data.synth.render import render_program_info
@@ -36,6 +41,8 @@ from data.synth.writer import write_motion
 logger = logging.getLogger(__name__)
 
 MARKER = "synthml_build.json"
+COMMAND = "data.synth"
+CLI_FIXES = {"overwrite": "pass --overwrite", "restart": "pass --force", "out": "choose another --out"}
 GENERATOR_VERSION = 1
 SPLIT_FRACTIONS = {"train": 0.80, "val": 0.05, "test": 0.15}
 
@@ -139,37 +146,6 @@ def mean_std(
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def _is_complete(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
-    marker = out / MARKER
-    if not marker.is_file():
-        return None
-    info = json.loads(marker.read_text())
-    if info.get("params") != params:
-        raise FileExistsError(
-            f"{out} holds a SynthML build with different parameters {info.get('params')} (requested {params}); "
-            "pass --force to rebuild it or choose another --out"
-        )
-    paths = DatasetPaths(out)
-    ids = paths.split_file("all").read_text().split() if paths.split_file("all").is_file() else []
-    missing = [i for i in ids if not paths.vec_file(i).is_file()]
-    if len(ids) != params["num"] or missing or not paths.mean_file.is_file():
-        logger.warning("%s: build marker present but files are missing; rebuilding", out)
-        return None
-    return info["summary"]
-
-
-def _clear(out: Path, keep: set[str]) -> None:
-    """Remove what an earlier build wrote, except files of ids in ``keep`` (they are overwritten)."""
-    paths = DatasetPaths(out)
-    for f in [paths.split_file(s) for s in SPLITS] + [paths.mean_file, paths.std_file, out / MARKER]:
-        f.unlink(missing_ok=True)
-    for folder in (paths.vecs_dir, paths.joints_dir, paths.texts_dir, paths.attributes_dir):
-        if folder.is_dir():
-            for f in folder.iterdir():
-                if f.stem not in keep:
-                    f.unlink()
-
-
 def build_synthml(
     out: str | Path,
     dataset: str = "humanml3d",
@@ -179,6 +155,7 @@ def build_synthml(
     force: bool = False,
     subclip_prob: float = 0.25,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Build (or reuse) a SynthML folder; returns the summary statistics.
 
@@ -188,9 +165,16 @@ def build_synthml(
         num: number of motions (at least 20, so that every split is non-empty).
         seed: dataset seed; motion ``i`` uses ``default_rng([seed, i])``.
         workers: processes (``None``: all CPUs; 1: in-process).
-        force: rebuild even if a complete build with the same parameters exists.
+        force: rebuild even if a complete build with the same parameters exists; needed to rebuild
+            this command's earlier build with other parameters.
         subclip_prob: probability that a sequence motion gets one extra sub-clip caption line.
         progress: show a tqdm bar.
+        overwrite: write into a folder holding files this command did not write (they are kept
+            unless a motion id collides) or another command's run.
+
+    Raises:
+        RunFolderError: ``out`` holds files of another origin or another command's run (fix:
+            ``overwrite``), a build with other parameters (fix: ``force``), or is locked.
     """
     t0 = time.perf_counter()
     spec = get_dataset_spec(dataset)
@@ -201,13 +185,30 @@ def build_synthml(
     out = Path(out)
     params = _params(spec.name, int(num), int(seed), float(subclip_prob))
     ids = [f"{i:0{spec.id_digits}d}" for i in range(num)]
-    if not force:
-        done = _is_complete(out, params)
-        if done is not None:
+    with RunFolder.open(
+        out, command=COMMAND, config=params, resume=not force, overwrite=overwrite, fixes=CLI_FIXES
+    ) as run:
+        if run.finished and not run.missing_files():
             logger.info("SynthML at %s is complete (%d motions); skipping (use --force to rebuild)", out, num)
-            return done
-    _clear(out, set(ids))
-    out.mkdir(parents=True, exist_ok=True)
+            return json.loads((out / MARKER).read_text())["summary"]
+        if run.finished:
+            logger.warning("%s: %d recorded files are missing; rebuilding", out, len(run.missing_files()))
+        summary = _build(run, spec, ids, params, workers, progress, t0)
+        run.done()
+    return summary
+
+
+def _build(
+    run: RunFolder,
+    spec: DatasetSpec,
+    ids: list[str],
+    params: dict[str, Any],
+    workers: int | None,
+    progress: bool,
+    t0: float,
+) -> dict[str, Any]:
+    out, num, seed, subclip_prob = run.root, params["num"], params["seed"], params["subclip_prob"]
+    run.begin()  # the manifest exists before the workers write motions
     workers = workers or os.cpu_count() or 1
     jobs = [_Job(str(out), spec.name, int(seed), i, ids[i], float(subclip_prob)) for i in range(num)]
     results: list[dict[str, Any] | None] = [None] * num
@@ -227,8 +228,9 @@ def build_synthml(
 
     splits = split_ids(ids, seed)
     paths = DatasetPaths(out)
+    _record_motions(run, paths, ids)
     for name, members in splits.items():
-        paths.split_file(name).write_text("".join(m + "\n" for m in members))
+        run.write_text(paths.split_file(name).relative_to(out), "".join(m + "\n" for m in members))
     train = {int(m) for m in splits["train"]}
     # Reduce in index order so the statistics do not depend on the worker count.
     d = spec.feat_dim
@@ -240,14 +242,22 @@ def build_synthml(
             sumsqs += r["sumsq"]
             count += r["frames"]
     mean, std = mean_std(sums, sumsqs, count, spec.name)
-    np.save(paths.mean_file, mean)
-    np.save(paths.std_file, std)
+    run.save_npy(paths.mean_file.relative_to(out), mean)
+    run.save_npy(paths.std_file.relative_to(out), std)
 
     elapsed = time.perf_counter() - t0
     summary = _summary(results, splits, elapsed, workers, spec.fps)
-    (out / MARKER).write_text(json.dumps({"params": params, "summary": summary}, indent=1))
+    run.write_text(MARKER, json.dumps({"params": params, "summary": summary}, indent=1))
     _log_summary(out, summary)
     return summary
+
+
+def _record_motions(run: RunFolder, paths: DatasetPaths, ids: list[str]) -> None:
+    """Record the files the workers wrote, so that a rebuild can tell them from files of other origin."""
+    for motion_id in ids:
+        for f in (paths.vec_file(motion_id), paths.joint_file(motion_id), paths.text_file(motion_id),
+                  paths.attributes_file(motion_id)):  # fmt: skip
+            run.record(f.relative_to(paths.root))
 
 
 def _summary(
