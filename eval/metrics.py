@@ -173,12 +173,13 @@ def _cumulative_hits(rank: np.ndarray, top_k: int) -> np.ndarray:
 
 
 def r_precision(
-    text_emb: np.ndarray, motion_emb: np.ndarray, top_k: int = 3, batch_size: int | None = 32
+    text_emb: np.ndarray, motion_emb: np.ndarray, top_k: int = 3, batch_size: int | None = None
 ) -> np.ndarray:
     """R-precision: fraction of texts whose own motion is among the k nearest of its batch.
 
-    Rows ``[b*B, (b+1)*B)`` form batch ``b`` (``B = batch_size``, the protocol's 32: the other 31
-    motions of a batch are the distractors); a final partial batch is dropped. Within a batch
+    By default the N rows are one batch (the api contract: callers pass one protocol batch of 32).
+    With ``batch_size=B`` rows ``[b*B, (b+1)*B)`` form batch ``b`` (the protocol's 32: the other 31
+    motions of a batch are the distractors) and a final partial batch is dropped. Within a batch
     ``dist = euclidean_distance_matrix(E_t, E_m)`` (rows = texts) and text i is a top-k hit when
     column i is among the k smallest of row i (:func:`_own_rank`, ties broken by column index):
     ``R@k = #{top-k hits} / n`` over the ``n = (N // B) * B`` scored rows, k = 1..top_k. Computed
@@ -188,7 +189,7 @@ def r_precision(
         text_emb: ``(N, D)``.
         motion_emb: ``(N, D)``, row i paired with text i.
         top_k: largest k (the protocol reports k = 1, 2, 3).
-        batch_size: candidates per text; ``None`` scores all N rows as one batch.
+        batch_size: candidates per text; ``None`` (default) scores all N rows as one batch.
 
     Returns:
         ``(top_k,)`` float array, entry k-1 = R@k, non-decreasing.
@@ -197,19 +198,20 @@ def r_precision(
     return text_motion_scores_batched(text_emb, motion_emb, batch_size=n, top_k=top_k)[0]
 
 
-def matching_score(text_emb: np.ndarray, motion_emb: np.ndarray, batch_size: int | None = 32) -> float:
+def matching_score(text_emb: np.ndarray, motion_emb: np.ndarray, batch_size: int | None = None) -> float:
     """Matching score / MM-Dist: mean distance between each text and its own motion.
 
-    ``MM-Dist = (1/n) sum_i ||E_t[i] - E_m[i]|| = sum_batches trace(dist_b) / n`` over the
-    ``n = (N // B) * B`` rows of the full batches (the protocol scores the R-precision batches, so
-    a final partial batch is dropped here too; ``batch_size=None`` keeps all N rows). The
+    ``MM-Dist = (1/n) sum_i ||E_t[i] - E_m[i]|| = sum_batches trace(dist_b) / n``: by default
+    (``batch_size=None``) over all N rows; with ``batch_size=B`` over the ``n = (N // B) * B`` rows
+    of the full batches, as the protocol scores the R-precision batches (a final partial batch is
+    dropped). The
     distances are the diagonal of :func:`euclidean_distance_matrix` (expanded form), computed by
     :func:`text_motion_scores_batched`.
 
     Args:
         text_emb: ``(N, D)``.
         motion_emb: ``(N, D)``, aligned rows.
-        batch_size: rows per batch (32); ``None`` = one batch of all rows.
+        batch_size: rows per batch (the protocol's 32); ``None`` (default) = one batch of all rows.
     """
     n = np.shape(text_emb)[0] if batch_size is None else batch_size
     return text_motion_scores_batched(text_emb, motion_emb, batch_size=n, top_k=1)[1]

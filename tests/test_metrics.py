@@ -104,8 +104,10 @@ def test_distance_matrix_identical_rows_is_zero_not_nan():
 def test_r_precision_toy():
     np.testing.assert_allclose(r_precision(TEXT, MOTION, top_k=3, batch_size=None), [2 / 3, 1.0, 1.0])
     np.testing.assert_allclose(r_precision(TEXT, MOTION, top_k=1, batch_size=3), [2 / 3])
-    with pytest.raises(ValueError, match="batch_size=32"):  # the protocol's default needs 32 rows
-        r_precision(TEXT, MOTION)
+    with pytest.raises(ValueError, match="batch_size=32"):  # the protocol's batches need 32 rows
+        r_precision(TEXT, MOTION, batch_size=32)
+    # the default is one batch of all rows (api contract)
+    np.testing.assert_array_equal(r_precision(TEXT, MOTION), r_precision(TEXT, MOTION, batch_size=None))
 
 
 def test_matching_score_toy_is_trace_over_n():
@@ -158,16 +160,18 @@ def test_batched_equals_argsort_loop_and_drops_partial_batch():
 def test_batched_equals_mean_over_single_batches():
     text, motion = _correlated_pairs(n=64, d=5, seed=4)
     per_batch = [r_precision(text[i : i + 32], motion[i : i + 32], batch_size=None) for i in (0, 32)]
-    np.testing.assert_allclose(r_precision(text, motion), np.mean(per_batch, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(
+        r_precision(text, motion, batch_size=32), np.mean(per_batch, axis=0), rtol=1e-12
+    )
     mm = np.mean([matching_score(text[i : i + 32], motion[i : i + 32], batch_size=None) for i in (0, 32)])
-    assert matching_score(text, motion) == pytest.approx(mm, rel=1e-12)
+    assert matching_score(text, motion, batch_size=32) == pytest.approx(mm, rel=1e-12)
     # the direct form ||t_i - m_i|| agrees with the expanded one to rounding
     assert matching_score(text, motion) == pytest.approx(
         np.linalg.norm(text - motion, axis=1).mean(), rel=1e-12
     )
     r, mm_fused = text_motion_scores_batched(text, motion)
-    np.testing.assert_array_equal(r, r_precision(text, motion))
-    assert mm_fused == matching_score(text, motion)
+    np.testing.assert_array_equal(r, r_precision(text, motion, batch_size=32))
+    assert mm_fused == matching_score(text, motion, batch_size=32)
 
 
 def test_r_precision_depends_on_batch_size():
@@ -404,7 +408,7 @@ def test_errors_name_the_problem():
     tail_nan = motion.copy()
     tail_nan[-1, 0] = np.nan  # row 39 falls in the dropped partial batch but still fails loudly
     with pytest.raises(ValueError, match="motion_emb: 1 non-finite"):
-        r_precision(text, tail_nan)
+        r_precision(text, tail_nan, batch_size=32)
     with pytest.raises(ValueError, match="overflow"):
         r_precision(text * 1e160, motion)
     with pytest.raises(ValueError, match="motion_emb"):
