@@ -82,7 +82,9 @@ def assign_program_splits(
     Keys are visited in a random order drawn from ``seed``. A key goes to the first held-out split
     (``test``, then ``val``) whose quota (``round(fraction * n)`` motions) it fits without
     overshooting, and only if each of its atoms remains in at least one training key; the others
-    stay in training. Deterministic for a seed and independent of the programs' rendering.
+    stay in training. On tiny builds where that leaves a held-out split empty, one key that fits is
+    put there regardless of its atoms (logged). Deterministic for a seed and independent of the
+    programs' rendering.
     """
     n = len(programs)
     keys = [program_key(p) for p in programs]
@@ -95,25 +97,36 @@ def assign_program_splits(
     quota = {s: int(round(fractions[s] * n)) for s in HELD_OUT}
     filled = dict.fromkeys(HELD_OUT, 0)
     split_of = dict.fromkeys(names, "train")
-    for j in np.random.default_rng([int(seed), 2_147_483_629]).permutation(len(names)):
-        if all(filled[s] >= quota[s] for s in HELD_OUT):
-            break
-        key = names[int(j)]
-        size = len(groups[key])
-        target = next((s for s in HELD_OUT if filled[s] + size <= quota[s]), None)
-        if target is None or any(in_train[a] <= 1 for a in atoms[key]):
-            continue
-        for a in atoms[key]:
-            in_train[a] -= 1
-        split_of[key] = target
-        filled[target] += size
-    short = {s: (filled[s], quota[s]) for s in HELD_OUT if filled[s] < quota[s]}
-    if short:
-        logger.warning(
-            "split by program: held-out splits below quota (motions, quota) %s: too few programs "
-            "whose values all occur in other programs; build more motions for exact 80/5/15",
-            short,
-        )
+    order = [names[int(j)] for j in np.random.default_rng([int(seed), 2_147_483_629]).permutation(len(names))]
+    # Pass 1 keeps every value of a held-out key in training; pass 2 (tiny builds only) gives an
+    # otherwise empty held-out split one key whose values training may lack.
+    for strict in (True, False):
+        for key in order:
+            if split_of[key] != "train":
+                continue
+            size = len(groups[key])
+            open_splits = [s for s in HELD_OUT if strict or filled[s] == 0]
+            target = next((s for s in open_splits if filled[s] + size <= quota[s]), None)
+            if target is None or (strict and any(in_train[a] <= 1 for a in atoms[key])):
+                continue
+            for a in atoms[key]:
+                in_train[a] -= 1
+            split_of[key] = target
+            filled[target] += size
+            if not strict:
+                logger.warning(
+                    "split by program: %s holds program %s whose values not all occur in training "
+                    "(too few motions to hold out a recombination; build more motions)",
+                    target,
+                    key,
+                )
+        short = {s: (filled[s], quota[s]) for s in HELD_OUT if filled[s] < quota[s]}
+        if strict and short:
+            logger.warning(
+                "split by program: held-out splits below quota (motions, quota) %s: too few programs "
+                "whose values all occur in other programs; build more motions for exact 80/5/15",
+                short,
+            )
     return [split_of[key] for key in keys]
 
 
