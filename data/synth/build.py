@@ -158,7 +158,9 @@ def make_motion(
         "index": int(index),
         "generator_version": GENERATOR_VERSION,
     }
-    record = MotionRecord.from_parts(program, [c.text for c in captions], [subclip_action] if subclip else [])
+    record = MotionRecord.from_parts(
+        program, [c.text for c in captions], [subclip_action] if subclip is not None else []
+    )
     return {"joints": result.joints, "captions": captions, "attributes": attributes, "program": program,
             "record": record, "redraws": redraws, "collisions": collisions, "subclips_dropped": dropped}  # fmt: skip
 
@@ -436,6 +438,13 @@ def _log_summary(out: Path, s: dict[str, Any]) -> None:
         "split by program: programs %s, caption redraws %d, collisions %d, sub-clip lines dropped %d",
         split["programs"], split["caption_redraws"], split["caption_collisions"], split["subclips_dropped"],
     )  # fmt: skip
+    if split["caption_collisions"]:
+        logger.warning(
+            "%d held-out caption lines equal a training caption (no distinct caption found in %d draws); "
+            "the test split is not fully caption-disjoint",
+            split["caption_collisions"],
+            MAX_REDRAWS,
+        )
     for name, fig in split["overlap"].items():
         logger.info(
             "%s vs train: programs in train %.1f%%, captions in train %.1f%%, unseen values %.1f%%",
