@@ -1,12 +1,16 @@
 """Measure SynthML's difficulty targets (shared/spec/synthml.md) with a trained evaluator.
 
 Prints, from the test split:
+- how much it overlaps training (``data.synth.splits.split_overlap``): the share of its motions
+  whose program equals a training program, of its caption lines that occur word for word among the
+  training caption lines, and of its motions with a value no training program has (no evaluator
+  needed: without ``--evaluator`` only these are printed; works on builds of any generator version);
 - diversity of all ground-truth motions vs the diversity within each action family (first action);
 - ground-truth multimodality: the same program re-rendered with other subjects and style seeds
   (one caption fits many motions), embedded and scored with ``eval.metrics.multimodality``.
 
     python -m scripts.synthml_difficulty --dataset-root runs/demo/SynthML \
-        --evaluator runs/demo/evaluator [--programs 60] [--renders 12] [--seed 0]
+        [--evaluator runs/demo/evaluator] [--programs 60] [--renders 12] [--seed 0]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from data.specs import get_dataset_spec
 from data.synth.body import Subject, sample_subject
 from data.synth.program import MotionProgram
 from data.synth.render import render_program
+from data.synth.splits import split_overlap
 from data.synth.writer import read_attributes
 from eval.metrics import diversity, multimodality
 from models.evaluator import load_guo_evaluator
@@ -40,16 +45,32 @@ def embed(evaluator, norm: FeatureNorm, feats: list[np.ndarray], max_len: int, u
     return out.numpy()
 
 
+def format_overlap(split: str, fig: dict) -> str:
+    """One line of ``split_overlap`` figures, e.g. for the test split."""
+    c = fig["counts"]
+    return (
+        f"{split} vs train: programs in train {100 * fig['programs_in_train']:.1f}% "
+        f"({c['programs']}/{fig['motions']}), captions in train {100 * fig['captions_in_train']:.1f}% "
+        f"({c['captions']}/{fig['captions']}), programs or sub-clip windows in train "
+        f"{100 * fig['windows_in_train']:.1f}% ({c['windows']}/{fig['windows']}), motions with a value "
+        f"unseen in train {100 * fig['unseen_values']:.1f}% ({c['unseen_values']}/{fig['motions']})"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset-root", required=True)
-    ap.add_argument("--evaluator", required=True, help="folder with finest.tar and meta/")
+    ap.add_argument("--evaluator", default=None, help="folder with finest.tar and meta/ (omit: overlap only)")
     ap.add_argument("--dataset", default="humanml3d")
     ap.add_argument("--split", default="test")
     ap.add_argument("--programs", type=int, default=60)
     ap.add_argument("--renders", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.split != "train":
+        print(format_overlap(args.split, split_overlap(args.dataset_root, args.split)))
+    if args.evaluator is None:
+        return
     torch.set_num_threads(1)
     spec = get_dataset_spec(args.dataset)
     paths = DatasetPaths(args.dataset_root)

@@ -17,8 +17,9 @@ from data.layout import (
 from data.motion_repr import joints_to_features, recover_from_ric
 from data.normalization import FeatureNorm
 from data.specs import POS_TAGS, get_dataset_spec
+from data.synth import build as build_module
 from data.synth.body import L_WRIST, R_WRIST, Subject, sample_subject
-from data.synth.build import build_synthml
+from data.synth.build import CaptionFilter, build_synthml, make_motion, motion_program
 from data.synth.captions import SPACY_TAGS, attribute_phrase, caption_program, caption_vocabulary, realize
 from data.synth.program import (
     FAMILIES,
@@ -29,6 +30,17 @@ from data.synth.program import (
 )
 from data.synth.render import MAX_SECONDS, MIN_SECONDS, render_program, render_program_info
 from data.synth.sampling import sample_program
+from data.synth.splits import (
+    MotionRecord,
+    action_key,
+    assign_program_splits,
+    caption_key,
+    overlap_figures,
+    program_atoms,
+    program_key,
+    read_record,
+    split_overlap,
+)
 from data.synth.writer import read_attributes
 
 HML = get_dataset_spec("humanml3d")
@@ -66,7 +78,8 @@ def test_layout_shapes_and_splits(built):
     ids = read_split(root, "all")
     assert ids == [f"{i:06d}" for i in range(24)]
     train, val, test = (set(read_split(root, s)) for s in ("train", "val", "test"))
-    assert (len(train), len(val), len(test)) == (19, 1, 4)
+    # Split by program: 24 motions have too few programs whose values all recur for 80/5/15.
+    assert (len(train), len(val), len(test)) == (21, 1, 2)
     assert train | val | test == set(ids) and not (train & val or train & test or val & test)
     assert set(read_split(root, "train_val")) == train | val
     norm = FeatureNorm.load(paths.mean_file, paths.std_file, HML)
@@ -367,3 +380,162 @@ def test_caption_vocabulary_covers_built_tokens(built):
     for mid in read_split(root, "all"):
         for line in DatasetPaths(root).text_file(mid).read_text().splitlines():
             assert {t.split("/")[0] for t in parse_caption_line(line).tokens} <= vocab
+
+
+# ------------------------------------------------------------------------------------------------
+# Split by program
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built200(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthml200")
+    summary = build_synthml(root, num=200, seed=0, workers=1, progress=False)
+    return root, summary
+
+
+def _records(root, split):
+    return [read_record(root, i) for i in read_split(root, split)]
+
+
+def test_split_by_program_holds_out_programs_and_captions(built200):
+    root, summary = built200
+    train = _records(root, "train")
+    train_programs = {r.program for r in train}
+    train_windows = train_programs | {w for r in train for w in r.windows}
+    train_captions = {c for r in train for c in r.captions}
+    train_atoms = set().union(*(r.atoms for r in train))
+    sizes = {s: len(read_split(root, s)) for s in ("train", "val", "test")}
+    assert sizes == {"train": 160, "val": 10, "test": 30}
+    for split in ("val", "test"):
+        held = _records(root, split)
+        assert all(r.program not in train_programs for r in held), split
+        assert all(w not in train_windows for r in held for w in (r.program, *r.windows)), split
+        assert all(c not in train_captions for r in held for c in r.captions), split
+        assert all(r.atoms <= train_atoms for r in held), split  # held-out programs recombine seen values
+        # The same figures through the reusable function and in the build summary.
+        fig = split_overlap(root, split)
+        assert fig["motions"] == sizes[split] and fig["captions"] == sum(len(r.captions) for r in held)
+        assert fig["counts"] == {"programs": 0, "captions": 0, "windows": 0, "unseen_values": 0}
+        assert summary["split_by_program"]["overlap"][split] == fig
+    # Every motion of a program key is in one split.
+    split_of_key = {}
+    for split in ("train", "val", "test"):
+        for r in _records(root, split):
+            assert split_of_key.setdefault(r.program, split) == split
+    for mid in read_split(root, "all"):
+        lines = [parse_caption_line(x) for x in DatasetPaths(root).text_file(mid).read_text().splitlines()]
+        assert sum(c.whole_clip for c in lines) >= 3, mid
+    assert summary["split_by_program"]["caption_collisions"] == 0
+
+
+def test_split_by_program_identical_across_worker_counts(built200, tmp_path):
+    root, _ = built200
+    build_synthml(tmp_path, num=200, seed=0, workers=2, progress=False)
+    for sub in ("texts", "attributes"):
+        for f in sorted((root / sub).iterdir()):
+            assert f.read_bytes() == (tmp_path / sub / f.name).read_bytes(), f
+    for name in ("train.txt", "val.txt", "test.txt", "Mean.npy", "Std.npy"):
+        assert (root / name).read_bytes() == (tmp_path / name).read_bytes(), name
+
+
+def test_assign_program_splits_keeps_groups_and_values():
+    programs = [motion_program(1, i) for i in range(400)]
+    splits = assign_program_splits(programs, seed=1)
+    assert splits == assign_program_splits(programs, seed=1)
+    assert splits != assign_program_splits(programs, seed=2)
+    counts = {s: splits.count(s) for s in ("train", "val", "test")}
+    assert counts == {"train": 320, "val": 20, "test": 60}  # quotas round(0.05 n), round(0.15 n)
+    by_key: dict[str, set[str]] = {}
+    for p, s in zip(programs, splits, strict=True):
+        by_key.setdefault(program_key(p), set()).add(s)
+    assert all(len(v) == 1 for v in by_key.values())
+    train_atoms = set().union(
+        *(program_atoms(p) for p, s in zip(programs, splits, strict=True) if s == "train")
+    )
+    assert all(program_atoms(p) <= train_atoms for p, s in zip(programs, splits, strict=True) if s != "train")
+
+
+def test_program_key_ignores_length_and_atoms_list_values():
+    walk = ActionSpec("walk", direction="left", speed="slow", duration=3.0)
+    kick = ActionSpec("kick", limb="left", repetitions=2, amplitude="high", speed="normal")
+    a = MotionProgram((walk, kick), "sequence")
+    b = MotionProgram((walk.with_(duration=5.5), kick), "sequence")
+    assert (
+        program_key(a)
+        == program_key(b)
+        == (
+            "sequence|walk(direction=left,speed=slow)|kick(limb=left,repetitions=2,amplitude=high,speed=normal)"
+        )
+    )
+    assert program_key(a) != program_key(MotionProgram((walk, kick.with_(limb="right")), "sequence"))
+    assert action_key(kick) == "single|kick(limb=left,repetitions=2,amplitude=high,speed=normal)"
+    assert program_atoms(a) == {
+        ("relation", "sequence"), ("family", "walk"), ("family", "kick"), ("walk", "direction", "left"),
+        ("walk", "speed", "slow"), ("kick", "limb", "left"), ("kick", "repetitions", 2),
+        ("kick", "amplitude", "high"), ("kick", "speed", "normal"),
+    }  # fmt: skip
+    assert caption_key("A man walks, then  jumps.") == "a man walks then jumps"
+
+
+def test_overlap_figures_count_shared_programs_and_captions():
+    walk = MotionProgram((ActionSpec("walk", direction="forward", speed="slow", duration=3.0),))
+    fast = MotionProgram((ActionSpec("walk", direction="forward", speed="fast", duration=3.0),))
+    jump = MotionProgram((ActionSpec("jump", direction="up", repetitions=2, amplitude="high"),))
+    seq = MotionProgram((jump.actions[0], walk.actions[0]), "sequence")
+    train = [
+        MotionRecord.from_parts(walk, ["A person walks slowly.", "someone walks forward"]),
+        MotionRecord.from_parts(seq, ["a man jumps, then walks"], subclip_actions=[0]),
+    ]
+    held = [
+        MotionRecord.from_parts(walk, ["a person walks slowly", "a human strolls"]),
+        MotionRecord.from_parts(fast, ["Someone walks forward.", "a person walks quickly"]),
+        MotionRecord.from_parts(jump, ["a person jumps"]),
+    ]
+    fig = overlap_figures(train, held)
+    assert fig["motions"] == 3 and fig["captions"] == 5 and fig["windows"] == 3
+    assert fig["counts"] == {"programs": 1, "captions": 2, "windows": 2, "unseen_values": 1}
+    assert fig["programs_in_train"] == 0.3333 and fig["captions_in_train"] == 0.4
+    assert fig["windows_in_train"] == 0.6667  # the single jump equals the sequence's sub-clip window
+    assert fig["unseen_values"] == 0.3333  # "fast" walking never occurs in training
+
+
+def test_make_motion_redraws_captions_to_avoid_and_drops_windows(monkeypatch):
+    plain = make_motion(0, 8)
+    whole = [c for c in plain["captions"] if c.start == c.end == 0]
+    sub = [c for c in plain["captions"] if c.end > 0]
+    assert len(whole) == 4 and len(sub) == 1
+    avoid = frozenset(caption_key(c.text) for c in whole[:2]) | {caption_key(sub[0].text)}
+    fixed = make_motion(0, 8, avoid=CaptionFilter(texts=avoid))
+    np.testing.assert_array_equal(fixed["joints"], plain["joints"])
+    fixed_whole = [c for c in fixed["captions"] if c.start == c.end == 0]
+    fixed_sub = [c for c in fixed["captions"] if c.end > 0]
+    assert fixed_whole[:2] == whole[2:]  # captions that do not collide are kept, in order
+    assert len(fixed_whole) == 4 and not {caption_key(c.text) for c in fixed["captions"]} & avoid
+    assert len({caption_key(c.text) for c in fixed_whole}) == 4
+    assert all({"0.family", "1.family", "relation"} <= set(c.stated) for c in fixed_whole)
+    assert (fixed_sub[0].start, fixed_sub[0].end) == (sub[0].start, sub[0].end)
+    # The redrawn sub-clip line describes the same action (its stated names carry that index).
+    assert {n.split(".")[0] for n in fixed_sub[0].stated} == {n.split(".")[0] for n in sub[0].stated} == {"0"}
+    assert fixed["redraws"] >= 3 and fixed["collisions"] == 0
+    dropped = make_motion(0, 8, avoid=CaptionFilter(windows=frozenset(plain["record"].windows)))
+    assert dropped["captions"] == whole and dropped["subclips_dropped"] == 1
+    # No draws allowed: colliding captions fill up to three whole-clip lines and are counted.
+    monkeypatch.setattr(build_module, "MAX_REDRAWS", 0)
+    every = frozenset(caption_key(c.text) for c in whole)
+    stuck = make_motion(0, 8, avoid=CaptionFilter(texts=every))
+    assert [c for c in stuck["captions"] if c.start == c.end == 0] == whole[:3] and stuck["collisions"] == 3
+
+
+def test_state_all_captions_state_every_attribute():
+    prog = MotionProgram(
+        (ActionSpec("walk", direction="forward", speed="normal", duration=3.0),
+         ActionSpec("wave", limb="both", repetitions=2, speed="normal", amplitude="normal")),
+        "simultaneous",
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    for cap in caption_program(prog, rng, 5, state_all=True):
+        want = {f"{i}.{k}" for i, a in enumerate(prog.actions) for k in a.meaningful() if k != "duration"}
+        assert want <= set(cap.stated), (cap.text, want - set(cap.stated))
+    plain = caption_program(prog, np.random.default_rng(0), 20)
+    assert any("0.speed" not in c.stated for c in plain)  # without it, "normal" speed is mostly unsaid

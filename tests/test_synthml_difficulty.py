@@ -30,3 +30,14 @@ def test_difficulty_script_prints_diversity_and_multimodality(tmp_path, capsys):
     assert np.isfinite(div) and div > 0
     # Other subjects and style seeds render a different motion for the same program.
     assert mm > 0
+
+
+def test_difficulty_script_prints_split_overlap_without_evaluator(tmp_path, capsys):
+    root = tmp_path / "synth"
+    build_synthml(root, num=60, seed=0, workers=1, progress=False)
+    main(["--dataset-root", str(root), "--split", "test"])
+    out = capsys.readouterr().out.strip()
+    # A program split: nothing of the test split (9 motions at 60) occurs in training.
+    assert out.startswith("test vs train: programs in train 0.0% (0/9), captions in train 0.0% (0/")
+    assert out.endswith("motions with a value unseen in train 0.0% (0/9)")
+    assert len(out.splitlines()) == 1  # no evaluator: overlap only

@@ -23,6 +23,8 @@ Library API (what the data engine and tests use):
   ``new_joint_vecs`` (via ``joints_to_features``), ``new_joints`` (= ``recover_from_ric``), ``texts``
   and ``attributes/<id>.json``; ``read_attributes(root, id)``.
 - ``build``: ``build_synthml(out, dataset, num, seed, workers)`` and ``make_motion(seed, index)``.
+- ``splits``: the split by program (``program_key``, ``program_atoms``, ``assign_program_splits``)
+  and the overlap figures of a split against training (``overlap_figures``, ``split_overlap``).
 
 To re-render a stored motion with a changed attribute::
 

@@ -487,11 +487,15 @@ _DROP = {"speed": 0.45, "repetitions": 0.35, "amplitude": 0.4, "limb": 0.12, "di
 _DROP_NORMAL = {"speed": 0.92, "amplitude": 0.9}
 
 
-def _keep_flags(act: ActionSpec, rng: np.random.Generator, specific: bool) -> dict[str, bool]:
+def _keep_flags(
+    act: ActionSpec, rng: np.random.Generator, specific: bool, state_all: bool = False
+) -> dict[str, bool]:
     keep = {}
     for attr, p in _DROP.items():
         value = getattr(act, attr)
-        if value == "normal":
+        if state_all:
+            p = 0.0
+        elif value == "normal":
             p = _DROP_NORMAL.get(attr, p)
         elif attr == "direction" and value in ("forward", "up"):
             p = 0.35
@@ -501,8 +505,10 @@ def _keep_flags(act: ActionSpec, rng: np.random.Generator, specific: bool) -> di
     return keep
 
 
-def _clause(act: ActionSpec, index: int, rng: np.random.Generator, poss: str, specific: bool) -> _Clause:
-    c = _Clause(act, index, rng, poss, _keep_flags(act, rng, specific))
+def _clause(
+    act: ActionSpec, index: int, rng: np.random.Generator, poss: str, specific: bool, state_all: bool = False
+) -> _Clause:
+    c = _Clause(act, index, rng, poss, _keep_flags(act, rng, specific, state_all))
     template = _CLAUSES[act.family](c)
     # "at a slow pace" reads badly before the verb; move such phrases to the end of the clause.
     words = template.split()
@@ -559,11 +565,18 @@ def _finalize(template: str) -> tuple[str, tuple[str, ...]]:
 
 
 def caption_action(
-    program: MotionProgram, index: int, rng: np.random.Generator, specific: bool = False
+    program: MotionProgram,
+    index: int,
+    rng: np.random.Generator,
+    specific: bool = False,
+    state_all: bool = False,
 ) -> Caption:
-    """A caption for one action of the program alone (used for sub-clip caption lines)."""
+    """A caption for one action of the program alone (used for sub-clip caption lines).
+
+    ``state_all``: state every meaningful attribute, "normal" values too (see ``caption_program``).
+    """
     subject, poss = _pick(rng, _SUBJECTS)
-    c = _clause(program.actions[index], index, rng, poss, specific)
+    c = _clause(program.actions[index], index, rng, poss, specific, state_all)
     template = _sentence(subject, poss, rng, [c], "single")
     return _make_caption(template, tuple(sorted(c.stated)), rng)
 
@@ -578,11 +591,15 @@ def _make_caption(template: str, stated: tuple[str, ...], rng: np.random.Generat
     return Caption(text=text, tokens=tokens, stated=stated)
 
 
-def caption_program(program: MotionProgram, rng: np.random.Generator, n: int = 3) -> list[Caption]:
+def caption_program(
+    program: MotionProgram, rng: np.random.Generator, n: int = 3, state_all: bool = False
+) -> list[Caption]:
     """``n`` whole-clip paraphrases of ``program`` (distinct texts where the grammar allows).
 
     The first caption states every non-default attribute about half the time; the rest drop
-    attributes at random (``_DROP``), as real captions often omit speed or count.
+    attributes at random (``_DROP``), as real captions often omit speed or count. ``state_all``
+    states every meaningful attribute in every caption, "normal" speed and amplitude included
+    (the builder uses it for held-out captions that must differ from every training caption).
     """
     out: list[Caption] = []
     seen: set[str] = set()
@@ -591,7 +608,7 @@ def caption_program(program: MotionProgram, rng: np.random.Generator, n: int = 3
             break
         specific = len(out) == 0 and rng.random() < 0.5
         subject, poss = _pick(rng, _SUBJECTS)
-        clauses = [_clause(a, i, rng, poss, specific) for i, a in enumerate(program.actions)]
+        clauses = [_clause(a, i, rng, poss, specific, state_all) for i, a in enumerate(program.actions)]
         template = _sentence(subject, poss, rng, clauses, program.relation)
         stated = set().union(*(c.stated for c in clauses))
         if program.relation != "single":
