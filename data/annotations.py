@@ -258,6 +258,10 @@ TASKS: dict[str, TaskSpec] = {
 
 STAGE1_TASKS: tuple[str, ...] = tuple(k for k, t in TASKS.items() if t.stage == 1)
 
+TASK_STRINGS: tuple[str, ...] = tuple(sorted({t.task_string for t in TASKS.values()}))
+"""The ``task`` values a file may hold; any other is an error listing these (a typo would
+otherwise go unnoticed: the reference loader only looks for ``unified_mogen_cot`` in it)."""
+
 
 def identify_task(ann: Annotation) -> TaskSpec | None:
     """The registry entry an annotation belongs to (by CoT flag, then turn keys and task string)."""
@@ -347,6 +351,8 @@ def parse_annotation(raw: Any, source: str = "<memory>", index: int = 0) -> Anno
     task = raw.get("task")
     if not isinstance(task, str) or not task:
         raise _err(*where, "task", f"expected a non-empty string, got {task!r}")
+    if task not in TASK_STRINGS:
+        raise _err(*where, "task", f"unknown task {task!r}; known task names: {', '.join(TASK_STRINGS)}")
     motions = _parse_motions(raw.get("motions", {}), where, "motions")
     text_field = "text" if "text" in raw else "texts"
     texts = _parse_texts(raw.get(text_field, {}), where, text_field)
