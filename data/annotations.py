@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from data.layout import DatasetFileError, DatasetPaths, load_features
+from data.run_folder import atomic_write_text
 from data.specs import DatasetSpec, get_dataset_spec
 
 
@@ -443,11 +444,10 @@ def read_annotation_file(path: str | Path) -> AnnotationFile:
 
 
 def write_annotation_file(path: str | Path, annotations: Sequence[Annotation], info: dict[str, Any]) -> Path:
-    """Write the released envelope; ``json.dumps`` with ``ensure_ascii=False`` and indent 1."""
+    """Write the released envelope atomically; ``json.dumps`` with ``ensure_ascii=False`` and indent 1."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     payload = {"info": info, "annotations": [a.to_dict() for a in annotations]}
-    p.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding="utf-8")
+    atomic_write_text(p, json.dumps(payload, ensure_ascii=False, indent=1))
     return p
 
 

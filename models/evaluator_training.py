@@ -141,9 +141,11 @@ class EvaluatorTrainConfig(RunConfig):
     }
 
     glove_dir: str = "runs/demo/glove"
-    """Folder with ``our_vab_*`` word vectors (prepare/build_word_vectors.py or the released copy)."""
+    """Folder with ``our_vab_*`` word vectors (prepare/build_word_vectors.py or the released copy); their
+    hash is recorded in ``provenance.json`` and every user of the evaluator must pass the same files."""
     output_dir: str = "runs/demo/evaluator"
-    """Run folder (config, meta/{mean,std}.npy, movement_ae.pt, finest.tar, metrics, results)."""
+    """Run folder (run.json, config, meta/{mean,std}.npy, provenance.json, movement_ae.pt, finest.tar,
+    metrics, results)."""
     device: str = "cpu"
     """Always the CPU (see ``ignored_fields``)."""
     mean_file: str = ""
