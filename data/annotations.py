@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from data.layout import DatasetFileError, DatasetPaths, load_features
+from data.run_folder import atomic_write_text
 from data.specs import DatasetSpec, get_dataset_spec
 
 
@@ -258,6 +259,10 @@ TASKS: dict[str, TaskSpec] = {
 
 STAGE1_TASKS: tuple[str, ...] = tuple(k for k, t in TASKS.items() if t.stage == 1)
 
+TASK_STRINGS: tuple[str, ...] = tuple(sorted({t.task_string for t in TASKS.values()}))
+"""The ``task`` values a file may hold; any other is an error listing these (a typo would
+otherwise go unnoticed: the reference loader only looks for ``unified_mogen_cot`` in it)."""
+
 
 def identify_task(ann: Annotation) -> TaskSpec | None:
     """The registry entry an annotation belongs to (by CoT flag, then turn keys and task string)."""
@@ -347,6 +352,8 @@ def parse_annotation(raw: Any, source: str = "<memory>", index: int = 0) -> Anno
     task = raw.get("task")
     if not isinstance(task, str) or not task:
         raise _err(*where, "task", f"expected a non-empty string, got {task!r}")
+    if task not in TASK_STRINGS:
+        raise _err(*where, "task", f"unknown task {task!r}; known task names: {', '.join(TASK_STRINGS)}")
     motions = _parse_motions(raw.get("motions", {}), where, "motions")
     text_field = "text" if "text" in raw else "texts"
     texts = _parse_texts(raw.get(text_field, {}), where, text_field)
@@ -437,11 +444,10 @@ def read_annotation_file(path: str | Path) -> AnnotationFile:
 
 
 def write_annotation_file(path: str | Path, annotations: Sequence[Annotation], info: dict[str, Any]) -> Path:
-    """Write the released envelope; ``json.dumps`` with ``ensure_ascii=False`` and indent 1."""
+    """Write the released envelope atomically; ``json.dumps`` with ``ensure_ascii=False`` and indent 1."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     payload = {"info": info, "annotations": [a.to_dict() for a in annotations]}
-    p.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding="utf-8")
+    atomic_write_text(p, json.dumps(payload, ensure_ascii=False, indent=1))
     return p
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from data.run_folder import MANIFEST, OutputFolder, RunFolder, RunFolderError, git_commit, read_manifest
+from data.run_folder import RunFolder, git_commit
 
 logger = logging.getLogger(__name__)
 
@@ -70,29 +70,6 @@ def _run_info(seed: int) -> str:
     return json.dumps(info, indent=2)
 
 
-def prepare_run_dir(output_dir: str | Path, config: dict[str, Any], seed: int) -> Path:
-    """Create ``output_dir`` and write the resolved ``config.yaml`` and ``run_info.json`` (rank 0).
-
-    For commands not yet on :func:`open_run`: the two files are written atomically, and a folder
-    that holds a managed run (a ``run.json``, see :mod:`data.run_folder`) is refused.
-
-    Raises:
-        RunFolderError: ``output_dir`` holds another command's managed run.
-    """
-    out = Path(output_dir)
-    if is_main_process():
-        manifest = read_manifest(out) if out.is_dir() else None
-        if manifest is not None:
-            raise RunFolderError(
-                f"{out} holds a {manifest['command']} run (see {out / MANIFEST}); writing this command's "
-                "config.yaml and outputs there would replace its files. Choose another output_dir"
-            )
-        folder = OutputFolder(out)
-        folder.write_text("config.yaml", _config_yaml(config))
-        folder.write_text("run_info.json", _run_info(seed))
-    return out
-
-
 def open_run(
     output_dir: str | Path,
     *,
@@ -103,6 +80,7 @@ def open_run(
     volatile: tuple[str, ...] = (),
     overwrite: bool = False,
     resume: bool = True,
+    fixes: dict[str, str] | None = None,
 ) -> RunFolder:
     """Open ``output_dir`` as ``command``'s run folder (use in a ``with`` block; see :mod:`data.run_folder`).
 
@@ -113,7 +91,9 @@ def open_run(
     Raises:
         RunFolderError: the folder holds another command's run or foreign files (fix:
             ``overwrite=true``), a run with another config or inputs (fix: ``resume=false`` or
-            another ``output_dir``), or is locked by a live process.
+            another ``output_dir``), or is locked by a live process. ``fixes`` renames those
+            fixes in the message (e.g. ``{"restart": "pass force=true"}``, see
+            ``data.run_folder.DEFAULT_FIXES``).
     """
     return RunFolder.open(
         output_dir,
@@ -126,6 +106,7 @@ def open_run(
         start_files={"config.yaml": _config_yaml(config), "run_info.json": _run_info(seed)},
         info={"seed": seed},
         main_process=is_main_process(),
+        fixes=fixes,
     )
 
 

@@ -19,16 +19,19 @@ non-deterministically), so the vectors are identical across processes for a give
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from data.layout import DatasetPaths, SkipTracker, read_captions, read_split
-from data.word_vectorizer import EOS, SOS, SPECIAL_WORDS
+from data.run_folder import file_sha256
+from data.word_vectorizer import EOS, SOS, SPECIAL_WORDS, word_vector_files
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +46,29 @@ def token_word(token: str) -> str:
     return token.rpartition("/")[0]
 
 
-def caption_sentences(
+@dataclass
+class CaptionCorpus:
+    """The caption word lists of some splits, with what was left out of them."""
+
+    sentences: list[list[str]]
+    """One word list per caption line (``word/POS`` tokens without the tag)."""
+    ids: int
+    """Distinct ids listed by the splits."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """``(id, reason)`` of unreadable caption files (``on_error="skip"``)."""
+    tokens_without_word: int = 0
+    """Tokens dropped because nothing precedes their ``/POS`` tag."""
+
+    def counts(self) -> dict[str, int]:
+        """JSON-able counts for a run's output."""
+        return {"ids": self.ids, "caption_files_skipped": len(self.skipped), "captions": len(self.sentences),
+                "tokens_without_word": self.tokens_without_word}  # fmt: skip
+
+
+def caption_corpus(
     root: str | Path, splits: Sequence[str], on_error: str = "raise", max_skip_fraction: float = 0.05
-) -> list[list[str]]:
-    """Word lists (``word/POS`` tokens without the tag) of every caption line of ``splits``.
+) -> CaptionCorpus:
+    """Word lists of every caption line of ``splits``, and the counts of what was left out.
 
     Ids listed in several splits are read once, in first-listed order. Unreadable caption files
     raise, or with ``on_error="skip"`` are counted (failing above ``max_skip_fraction``).
@@ -61,6 +83,7 @@ def caption_sentences(
                 ids.append(motion_id)
     tracker = SkipTracker("caption corpus", on_error=on_error, max_skip_fraction=max_skip_fraction)
     sentences = []
+    no_word = 0
     for motion_id in ids:
         tracker.seen += 1
         try:
@@ -68,11 +91,38 @@ def caption_sentences(
         except ValueError as err:
             tracker.record(motion_id, err)
             continue
-        sentences.extend([token_word(t) for t in line.tokens if token_word(t)] for line in lines)
+        for line in lines:
+            words = [token_word(t) for t in line.tokens]
+            no_word += sum(not w for w in words)
+            sentences.append([w for w in words if w])
     tracker.finish()
     if not sentences:
         raise ValueError(f"{root}: no captions found in splits {list(splits)}")
-    return sentences
+    return CaptionCorpus(sentences, len(ids), list(tracker.skipped), no_word)
+
+
+def caption_sentences(
+    root: str | Path, splits: Sequence[str], on_error: str = "raise", max_skip_fraction: float = 0.05
+) -> list[list[str]]:
+    """``caption_corpus(...).sentences``."""
+    return caption_corpus(root, splits, on_error, max_skip_fraction).sentences
+
+
+def word_vectors_digest(glove_dir: str | Path, prefix: str = "our_vab") -> str:
+    """``vab-sha256:<hex>``: sha256 over the lines ``name, sha256`` of the three ``<prefix>_*`` files.
+
+    The fingerprint of a vocabulary: ``prepare.build_word_vectors`` writes it with the files, an
+    evaluator records the one it was trained with (``models.evaluator``).
+
+    Raises:
+        FileNotFoundError: one of the three files is missing (names it).
+    """
+    h = hashlib.sha256()
+    for f in word_vector_files(glove_dir, prefix):
+        if not f.is_file():
+            raise FileNotFoundError(f"word vector file not found: {f}")
+        h.update(f"{f.name}\0{file_sha256(f)}\n".encode())
+    return "vab-sha256:" + h.hexdigest()
 
 
 def vocabulary(sentences: Iterable[Sequence[str]]) -> list[str]:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from data.run_folder import OutputFolder
 from data.specs import POS_TAGS
 
 logger = logging.getLogger(__name__)
@@ -299,7 +300,7 @@ def word_vector_files(glove_dir: str | Path, prefix: str = "our_vab") -> tuple[P
 
 
 def save_word_vectors(
-    glove_dir: str | Path,
+    glove_dir: str | Path | OutputFolder,
     words: Sequence[str],
     vectors: np.ndarray,
     prefix: str = "our_vab",
@@ -307,7 +308,7 @@ def save_word_vectors(
     """Write a vocabulary in the ``our_vab`` format that ``WordVectorizer`` reads.
 
     Args:
-        glove_dir: output folder (created).
+        glove_dir: output folder (created), or the writing command's run folder.
         words: vocabulary; must start with ``sos, eos, unk`` (rows 0, 1, 2 as in the released copy)
             and hold no duplicates or words containing ``/``.
         vectors: ``(len(words), D)`` finite floats, stored as float32.
@@ -329,14 +330,12 @@ def save_word_vectors(
         raise ValueError(f"vectors shape {vectors.shape} does not match {len(words)} words")
     if not np.isfinite(vectors).all():
         raise ValueError("vectors contain NaN or inf")
-    glove_dir = Path(glove_dir)
-    glove_dir.mkdir(parents=True, exist_ok=True)
-    data_file, words_file, idx_file = word_vector_files(glove_dir, prefix)
-    np.save(data_file, vectors.astype(np.float32))
-    with open(words_file, "wb") as f:
-        pickle.dump(words, f, protocol=4)
-    with open(idx_file, "wb") as f:
-        pickle.dump({w: i for i, w in enumerate(words)}, f, protocol=4)
+    # Written atomically; through the caller's run folder (recorded in its manifest) when given one.
+    folder = glove_dir if isinstance(glove_dir, OutputFolder) else OutputFolder(Path(glove_dir))
+    data_file, words_file, idx_file = word_vector_files(folder.root, prefix)
+    folder.save_npy(data_file.name, vectors.astype(np.float32))
+    folder.write_bytes(words_file.name, pickle.dumps(words, protocol=4))
+    folder.write_bytes(idx_file.name, pickle.dumps({w: i for i, w in enumerate(words)}, protocol=4))
     return data_file, words_file, idx_file
 
 

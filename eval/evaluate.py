@@ -1,9 +1,19 @@
 """Standard text-to-motion evaluation: the ground-truth row and the VQ-VAE reconstruction row.
 
 Runs the Guo et al. protocol (test split, batches of 32, replications with mean ± 95% CI,
-diversity over 300 pairs) through ``eval.harness`` and writes ``<output_dir>/eval_<split>.json``
-and ``eval_<split>.md`` (plus ``config.yaml`` and ``run_info.json``). Same numbers in one process
-or under torchrun (ranks share the batches; rank 0 scores and writes).
+diversity over 300 pairs) through ``eval.harness`` and writes, atomically, into the run folder
+``output_dir``: ``eval_<split>.json`` (with ``counts`` of every skipped clip, left-out item,
+caption fallback and failed generation, and the evaluator's provenance check) and
+``eval_<split>.md``, plus ``config.yaml``, ``run_info.json`` and the manifest ``run.json``
+(:mod:`data.run_folder`). Same numbers in one process or under torchrun (ranks share the batches;
+rank 0 checks the folder, scores and writes).
+
+The word vectors and evaluator meta must be the ones the evaluator was trained with (checked
+against its ``provenance.json``; an error names both hashes). A finished evaluation with the same
+config and inputs (evaluator, meta, word vectors, VQ checkpoint and meta, split file) is returned
+without rerunning; one with another config or inputs is refused naming the differences (fix:
+``resume=false`` to evaluate again, or another ``output_dir``), and so is a folder holding another
+command's files (fix: ``overwrite=true``).
 
     python -m eval.evaluate --config configs/tiny/eval.yaml
     torchrun --nproc_per_node 2 -m eval.evaluate --config configs/tiny/eval.yaml replications=5
@@ -14,23 +24,78 @@ Generation stages evaluate their models by passing their own ``Method`` to the s
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from pathlib import Path
 
 from data.config import config_to_dict, parse_cli
+from data.layout import DatasetPaths
+from data.normalization import meta_files
+from data.run_folder import RunFolder, RunFolderError
 from data.runtime import (
+    all_gather_objects,
     destroy_distributed,
     dist_env,
     init_distributed,
-    prepare_run_dir,
+    open_run,
     resolve_device,
     set_seed,
     set_torch_threads,
     setup_logging,
 )
+from data.word_vectorizer import word_vector_files
 from eval.harness import EvalConfig, harness_from_config, vq_method_from_config, write_report
 
 logger = logging.getLogger("eval.evaluate")
+
+COMMAND = "eval.evaluate"
+VOLATILE = ("output_dir", "resume", "overwrite", "device", "num_threads", "progress")
+"""Config keys that may change between invocations of one run (left out of the resume check)."""
+
+
+def eval_inputs(cfg: EvalConfig) -> dict[str, Path]:
+    """The files an evaluation's numbers depend on besides the config (fingerprinted in ``run.json``)."""
+    files = {"evaluator_checkpoint": Path(cfg.evaluator_checkpoint)}
+    for name, f in zip(("evaluator_mean", "evaluator_std"), meta_files(cfg.evaluator_meta_dir), strict=True):
+        files[name] = f
+    for f in word_vector_files(cfg.glove_dir):
+        files[f"word_vectors/{f.name}"] = f
+    if cfg.vq_checkpoint:
+        files["vq_checkpoint"] = Path(cfg.vq_checkpoint)
+        for name, f in zip(("vq_mean", "vq_std"), meta_files(cfg.vq_meta_dir), strict=True):
+            files[name] = f
+    files[f"{cfg.split}_split"] = DatasetPaths(cfg.dataset_root).split_file(cfg.split)
+    return {name: p for name, p in files.items() if p.exists()}  # a missing one fails when loaded
+
+
+def open_eval_run(cfg: EvalConfig, command: str, seed: int) -> RunFolder:
+    """``open_run`` for an evaluation on every rank; a refusal on any rank is raised on every rank.
+
+    Rank 0 checks and locks the folder, the other ranks read it (``open_run``); the outcomes are
+    gathered before anyone raises, so no rank waits in a later collective for one that gave up.
+    Without a process group this is ``open_run``.
+    """
+    run: RunFolder | None = None
+    error: Exception | None = None
+    try:
+        run = open_run(
+            cfg.output_dir, command=command, config=config_to_dict(cfg), seed=seed, inputs=eval_inputs(cfg),
+            volatile=VOLATILE, overwrite=cfg.overwrite, resume=cfg.resume,
+        )  # fmt: skip
+    except Exception as err:  # re-raised below, after every rank has reported
+        error = err
+    outcomes = all_gather_objects(None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    failed = [(rank, msg) for rank, msg in enumerate(outcomes) if msg is not None]
+    if failed:
+        assert run is not None
+        run.close()
+        rank, msg = failed[0]
+        raise RunFolderError(f"rank {rank} could not open {cfg.output_dir}: {msg}")
+    assert run is not None
+    return run
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -42,17 +107,24 @@ def main(argv: list[str] | None = None) -> dict | None:
     started = init_distributed(device)
     try:
         seed = set_seed(cfg.seed)
-        out = prepare_run_dir(cfg.output_dir, config_to_dict(cfg), seed)
-        harness = harness_from_config(cfg, device)
-        vq = vq_method_from_config(cfg, device)
-        report = harness.run([vq] if vq is not None else [])
-        if rank != 0:
-            return None
-        report.info.update(evaluator_checkpoint=cfg.evaluator_checkpoint, vq_checkpoint=cfg.vq_checkpoint,
-                           config=str(out / "config.yaml"), cwd=os.getcwd())  # fmt: skip
-        js, md = write_report(report, out, stem=f"eval_{cfg.split}")
-        logger.info("wrote %s and %s\n%s", js, md, report.markdown())
-        return report.to_json()
+        with open_eval_run(cfg, COMMAND, seed) as run:
+            out = run.root
+            done = f"eval_{cfg.split}.json"
+            if run.finished and run.has(done):
+                if rank == 0:
+                    logger.info("%s: evaluation already finished; keeping it (resume=false to rerun)", out)
+                return json.loads((out / done).read_text()) if rank == 0 else None
+            harness = harness_from_config(cfg, device)
+            vq = vq_method_from_config(cfg, device)
+            report = harness.run([vq] if vq is not None else [])
+            if rank != 0:
+                return None
+            report.info.update(evaluator_checkpoint=cfg.evaluator_checkpoint, vq_checkpoint=cfg.vq_checkpoint,
+                               config=str(out / "config.yaml"), cwd=os.getcwd())  # fmt: skip
+            js, md = write_report(report, run, stem=f"eval_{cfg.split}")
+            run.done()
+            logger.info("wrote %s and %s\n%s", js, md, report.markdown())
+            return report.to_json()
     finally:
         if started:
             destroy_distributed()

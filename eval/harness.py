@@ -42,6 +42,12 @@ movement step, like the published single-code substitute; ``eval.scoring``), sco
 other sample (the metrics always see all N rows), counted per row, and reported in the JSON and
 the Markdown table.
 
+Counted, not silent: the report's ``counts`` hold every clip or sample the protocol leaves out or
+replaces: the split's loader counts (``test_index``: unreadable files skipped, clips too short or
+too long, sub-clips filtered), items left out of each replication by ``drop_last``, captions cut to
+``max_text_len`` and caption words looked up as ``unk`` (a large share means word vectors from
+another vocabulary), and failed generations per row.
+
 Processes: under ``torchrun`` each rank takes batches ``rank, rank + world, ...`` of every
 replication; the per-batch embeddings are gathered (``data.runtime.gather_dicts``) and rank 0
 computes the metrics in batch order. Generation callables get ``batch.seed`` (a function of seed, replication and batch index) so
@@ -50,7 +56,6 @@ sampling is reproducible whatever the process count.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +69,7 @@ from tqdm import tqdm
 from data.config import RunConfig
 from data.datasets import EvalMotionTextDataset, build_clip_index, eval_collate, replication_batches
 from data.normalization import EvalSpaceMap, FeatureNorm, check_eval_space
+from data.run_folder import OutputFolder
 from data.runtime import gather_dicts, group_rank_world
 from data.specs import get_dataset_spec
 from data.word_vectorizer import WordVectorizer
@@ -77,7 +83,7 @@ from eval.metrics import (
     text_motion_scores_batched,
 )
 from eval.scoring import MotionLike, MotionTextScorer
-from models.evaluator import GuoEvaluator, load_guo_evaluator
+from models.evaluator import GuoEvaluator, check_evaluator_provenance, load_guo_evaluator
 from models.evaluator_training import R_PRECISION_TOP_K
 from models.vqvae import MotionVQVAE
 
@@ -255,13 +261,15 @@ class EvalReport:
         return "\n".join(lines) + "\n"
 
 
-def write_report(report: EvalReport, output_dir: str | Path, stem: str = "eval") -> tuple[Path, Path]:
-    """Write ``<stem>.json`` and ``<stem>.md`` into ``output_dir``; returns both paths."""
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    js, md = out / f"{stem}.json", out / f"{stem}.md"
-    js.write_text(json.dumps(report.to_json(), indent=2))
-    md.write_text(report.markdown())
+def write_report(report: EvalReport, out: OutputFolder | str | Path, stem: str = "eval") -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.md`` atomically; returns both paths.
+
+    ``out`` is the run folder of the calling command (``data.runtime.open_run``), which records
+    both files, or a plain folder (written atomically, without a manifest).
+    """
+    folder = out if isinstance(out, OutputFolder) else OutputFolder(Path(out))
+    js = folder.write_json(f"{stem}.json", report.to_json())
+    md = folder.write_text(f"{stem}.md", report.markdown())
     return js, md
 
 
@@ -342,6 +350,21 @@ class EvaluationHarness:
             )
         self._text_cache: np.ndarray | None = None
         self._caption_offsets: np.ndarray | None = None
+        self.caption_counts = self._count_caption_fallbacks()
+        # what check_evaluator_provenance found (harness_from_config sets it); written in the report
+        self.provenance: dict[str, Any] | None = None
+
+    def _count_caption_fallbacks(self) -> dict[str, int]:
+        """Captions cut to ``max_text_len`` tokens and caption words looked up as ``unk``."""
+        vec, max_len = self.dataset.vectorizer, self.spec.max_text_len
+        tokens = [cap.tokens for e in self.dataset.index.entries for cap in e.captions]
+        words = [t.rpartition("/")[0] for toks in tokens for t in toks]
+        return {
+            "captions": len(tokens),
+            "cut_to_max_text_len": sum(len(t) > max_len for t in tokens),
+            "words": len(words),
+            "unknown_words": sum(w not in vec for w in words),
+        }
 
     # -------------------------------------------------------------- text cache
     def text_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
@@ -459,6 +482,13 @@ class EvaluationHarness:
             "mm_repeats": self.mm_repeats, "mm_times": self.mm_times,
             "normalisation": {m.name: {"source": mp.source.source, "max_abs_dmean": mp.max_abs_dmean,
                                        "max_abs_dstd": mp.max_abs_dstd} for m, mp in zip(methods, mappers, strict=True)},
+            "evaluator_provenance": self.provenance,
+            "counts": {
+                "test_index": dict(self.dataset.index.stats),
+                "items_not_scored_per_replication": len(self.dataset) - batches_per_rep * self.batch_size,
+                "caption_fallbacks": self.caption_counts,
+                "failed_generations": {n: results[n].failed for n in names[1:]},
+            },
         }  # fmt: skip
         return EvalReport(results=[results[n] for n in names] if rank == 0 else [], info=info)
 
@@ -571,7 +601,7 @@ class EvalConfig(RunConfig):
     """Standard-protocol evaluation; generation stages extend this dataclass with their own fields."""
 
     output_dir: str = "runs/demo/eval"
-    """Folder for ``eval_<split>.{json,md}``, ``config.yaml`` and ``run_info.json``."""
+    """Run folder for ``eval_<split>.{json,md}``, ``config.yaml``, ``run_info.json`` and ``run.json``."""
     glove_dir: str = "runs/demo/glove"
     """Folder with ``our_vab_*`` word vectors."""
     evaluator_checkpoint: str = "runs/demo/evaluator/finest.tar"
@@ -598,6 +628,12 @@ class EvalConfig(RunConfig):
     """Generations per multimodality text."""
     mm_times: int = 10
     """Pairs of generations per text for multimodality (below mm_repeats)."""
+    resume: bool = True
+    """A finished evaluation in ``output_dir`` with the same config and inputs is returned, not rerun;
+    false evaluates again (and replaces its files)."""
+    overwrite: bool = False
+    """Accept an output_dir holding another command's run or files of other origin (they are kept),
+    or an evaluation with another config or inputs (its files are replaced)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -625,21 +661,31 @@ class EvalConfig(RunConfig):
 
 
 def harness_from_config(cfg: EvalConfig, device: torch.device | str = "cpu") -> EvaluationHarness:
-    """Load the evaluator, its meta, the word vectors and the split into an ``EvaluationHarness``."""
+    """Load the evaluator, its meta, the word vectors and the split into an ``EvaluationHarness``.
+
+    Raises:
+        ProvenanceError: ``glove_dir`` or ``evaluator_meta_dir`` holds other files than the evaluator
+            was trained with (``models.evaluator.check_evaluator_provenance``; an evaluator without
+            a provenance record is used with one warning).
+    """
     evaluator = load_guo_evaluator(cfg.evaluator_checkpoint, cfg.dataset, device=device)
     eval_norm = FeatureNorm.load_meta(cfg.evaluator_meta_dir, cfg.dataset)
     index = build_clip_index(
         cfg.dataset_root, cfg.split, cfg.dataset, on_error=cfg.on_error,
         max_skip_fraction=cfg.max_skip_fraction, progress=cfg.progress,
     )  # fmt: skip
-    ds = EvalMotionTextDataset(
-        index, WordVectorizer(cfg.glove_dir), eval_norm.mean, eval_norm.std, seed=cfg.seed
+    vectorizer = WordVectorizer(cfg.glove_dir)
+    provenance = check_evaluator_provenance(
+        cfg.evaluator_checkpoint, glove_dir=cfg.glove_dir, meta_dir=cfg.evaluator_meta_dir
     )
-    return EvaluationHarness(
+    ds = EvalMotionTextDataset(index, vectorizer, eval_norm.mean, eval_norm.std, seed=cfg.seed)
+    harness = EvaluationHarness(
         evaluator, ds, eval_norm, batch_size=cfg.batch_size, replications=cfg.replications,
         diversity_times=cfg.diversity_times, mm_texts=cfg.mm_texts, mm_repeats=cfg.mm_repeats,
         mm_times=cfg.mm_times, progress=cfg.progress,
     )  # fmt: skip
+    harness.provenance = provenance
+    return harness
 
 
 def vq_method_from_config(cfg: EvalConfig, device: torch.device | str = "cpu") -> Method | None:

@@ -11,6 +11,11 @@ colours as it is added, so long side-by-side renders stay small in memory), MP4s
 FFMPEG plugin, which needs the ``imageio-ffmpeg`` package (it ships an ffmpeg binary;
 ``IMAGEIO_FFMPEG_EXE`` selects another one).
 
+Files are written atomically (a temporary file beside the target, then a rename), so an
+interrupted render leaves the earlier file or none, never half a GIF. Rendering owns no folder: it
+may write into another run's folder (e.g. ``eval.vq_reconstruct``'s), replaces only the files it
+names and deletes nothing.
+
 Speed: the figure and its artists are built once and updated with ``set_data_3d`` /
 ``set_segments`` per frame at low dpi, with the axes hidden; a 196-frame single-panel GIF takes a
 few seconds on one core.
@@ -27,8 +32,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import secrets
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import imageio.v2 as iio_v2
@@ -41,6 +49,7 @@ from mpl_toolkits.mplot3d.art3d import Line3DCollection
 
 from data.layout import DatasetPaths, load_features, load_joints, load_npy, read_captions, read_split
 from data.motion_repr import recover_from_ric
+from data.run_folder import TEMP_SUFFIX
 from data.specs import DATASET_NAMES, DatasetSpec, get_dataset_spec
 
 logger = logging.getLogger(__name__)
@@ -231,6 +240,24 @@ def _even(rgb: np.ndarray) -> np.ndarray:
     return np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), constant_values=255)
 
 
+@contextmanager
+def _replacing(target: Path, suffix: str = "") -> Iterator[Path]:
+    """A temporary path beside ``target``, synced and renamed onto it when the block succeeds.
+
+    On an exception the temporary file is removed and ``target`` keeps its earlier content.
+    ``suffix`` ends the temporary name, for writers that pick the format from it (ffmpeg).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}{suffix}"
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def render_motions(
     motions: Sequence[np.ndarray],
     out: str | Path,
@@ -272,31 +299,29 @@ def render_motions(
             "mp4='yes' but imageio cannot write MP4: install the imageio-ffmpeg package "
             "(pip install imageio-ffmpeg) or use mp4='auto'"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig = MotionFigure(motions, spec, titles, dpi=dpi)
     written = [out]
     mp4_path = out.with_suffix(".mp4")
     gif_args = {"duration": round(1000 / fps), "loop": 0, "disposal": 1, "bits": _GIF_PALETTE_BITS}
-    with iio.imopen(out, "w", plugin="pillow") as gif:
-        video = (
-            iio_v2.get_writer(mp4_path, format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                              pixelformat="yuv420p", macro_block_size=2, ffmpeg_log_level="error")
-            if write_mp4
-            else None
-        )  # fmt: skip
-        try:
-            for t in range(fig.n_frames):
-                rgb = fig.frame(t)
-                gif.write(rgb, is_batch=False, **gif_args)
-                if video is not None:
-                    video.append_data(_even(rgb))
-                if still_frame is not None and t == min(still_frame, fig.n_frames - 1):
-                    png = out.with_suffix(f".frame{t}.png")
-                    iio.imwrite(png, rgb)
-                    written.append(png)
-        finally:
+    with ExitStack() as stack:
+        gif_tmp = stack.enter_context(_replacing(out))
+        gif = stack.enter_context(iio.imopen(gif_tmp, "w", plugin="pillow", extension=".gif"))
+        video = None
+        if write_mp4:
+            mp4_tmp = stack.enter_context(_replacing(mp4_path, suffix=".mp4"))
+            video = iio_v2.get_writer(mp4_tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                                      pixelformat="yuv420p", macro_block_size=2, ffmpeg_log_level="error")  # fmt: skip
+            stack.callback(video.close)
+        for t in range(fig.n_frames):
+            rgb = fig.frame(t)
+            gif.write(rgb, is_batch=False, **gif_args)
             if video is not None:
-                video.close()
+                video.append_data(_even(rgb))
+            if still_frame is not None and t == min(still_frame, fig.n_frames - 1):
+                png = out.with_suffix(f".frame{t}.png")
+                with _replacing(png) as png_tmp:
+                    iio.imwrite(png_tmp, rgb, extension=".png")
+                written.append(png)
     if video is not None:
         written.insert(1, mp4_path)
     logger.info("wrote %s (%d frames, %.1f fps)", ", ".join(map(str, written)), fig.n_frames, fps)
@@ -312,9 +337,10 @@ def render_frame(
     titles: Sequence[str] | None = None,
     dpi: int = 100,
 ) -> Path:
-    """Save a single frame of the side-by-side figure as a PNG."""
+    """Save a single frame of the side-by-side figure as a PNG (atomically)."""
     fig = MotionFigure(motions, spec, titles, dpi=dpi)
-    iio.imwrite(out, fig.frame(frame))
+    with _replacing(Path(out)) as tmp:
+        iio.imwrite(tmp, fig.frame(frame), extension=".png")
     return Path(out)
 
 

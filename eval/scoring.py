@@ -37,7 +37,7 @@ import torch
 from data.normalization import EvalSpaceMap, FeatureNorm, check_eval_space
 from data.specs import DatasetSpec, get_dataset_spec
 from data.word_vectorizer import WordVectorizer, encode_caption
-from models.evaluator import GuoEvaluator, load_guo_evaluator
+from models.evaluator import GuoEvaluator, check_evaluator_provenance, load_guo_evaluator
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ class MotionTextScorer:
             raise ValueError(f"text_chunk={text_chunk} must be >= 1")
         self.text_chunk = text_chunk
         self._text_cache: dict[tuple[str, ...], np.ndarray] = {}
+        # check_evaluator_provenance's outcome when built by from_files (None: not checked here)
+        self.provenance: dict | None = None
 
     @classmethod
     def from_files(
@@ -87,10 +89,25 @@ class MotionTextScorer:
         dataset: str | DatasetSpec,
         device: torch.device | str = "cpu",
     ) -> MotionTextScorer:
-        """Load the evaluator (``finest.tar``), its ``meta/{mean,std}.npy`` and the ``our_vab`` vectors."""
+        """Load the evaluator (``finest.tar``), its ``meta/{mean,std}.npy`` and the ``our_vab`` vectors.
+
+        The word vectors and meta are checked against the evaluator's provenance record
+        (``models.evaluator.check_evaluator_provenance``; the outcome is kept in ``provenance``).
+
+        Raises:
+            ProvenanceError: ``glove_dir`` or ``evaluator_meta_dir`` holds other files than the
+                evaluator was trained with (the message names both hashes).
+        """
         spec = get_dataset_spec(dataset)
         evaluator = load_guo_evaluator(evaluator_checkpoint, spec, device=device)
-        return cls(evaluator, WordVectorizer(glove_dir), FeatureNorm.load_meta(evaluator_meta_dir, spec))
+        vectorizer = WordVectorizer(glove_dir)
+        eval_norm = FeatureNorm.load_meta(evaluator_meta_dir, spec)
+        provenance = check_evaluator_provenance(
+            evaluator_checkpoint, glove_dir=glove_dir, meta_dir=evaluator_meta_dir
+        )
+        scorer = cls(evaluator, vectorizer, eval_norm)
+        scorer.provenance = provenance
+        return scorer
 
     @property
     def dim(self) -> int:

@@ -14,10 +14,20 @@ evaluators (tiny configs) load through the same function; the released sizes are
 Inputs must be normalised with the evaluator's ``meta/{mean,std}.npy``: ``data.normalization``
 loads that pair (``FeatureNorm.load_meta``), maps a generator's space into it (``EvalSpaceMap``)
 and catches batches that are obviously not in it (``check_eval_space``).
+
+Provenance: an evaluator is only meaningful with the word vectors and the mean/std it was trained
+with; others give a normal-looking table with wrong numbers. ``prepare.train_evaluator`` writes
+``provenance.json`` (:data:`PROVENANCE_FILE`) beside ``finest.tar`` with the content hashes of its
+``our_vab_*`` files and of its ``meta/{mean,std}.npy``; every user (the evaluation harness,
+``eval.scoring.MotionTextScorer.from_files``, ``scripts/synthml_difficulty.py``) calls
+:func:`check_evaluator_provenance`, which raises ``ProvenanceError`` naming both hashes on a
+mismatch. A checkpoint without that file (a released ``finest.tar``) cannot be checked: one
+warning per checkpoint, then it is used as given.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 from dataclasses import dataclass
@@ -28,7 +38,10 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from data.normalization import meta_files
+from data.run_folder import Provenance, ProvenanceError, atomic_torch_save, path_digest
 from data.specs import DATASET_NAMES, DatasetSpec, get_dataset_spec
+from data.word_vector_build import word_vectors_digest
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +50,12 @@ CHECKPOINT_KEYS = ("text_encoder", "motion_encoder", "movement_encoder")
 
 CONTACT_DIMS = 4
 """Trailing foot-contact dims dropped before the movement encoder."""
+
+PROVENANCE_FILE = "provenance.json"
+"""Beside ``finest.tar``: ``{"provenance": {"word_vectors", "mean", "std"}, "paths": {...}}``."""
+
+_unchecked_warned: set[str] = set()
+"""Checkpoints already warned about (no provenance record): warn once per checkpoint per process."""
 
 _RELEASED_FEAT_DIM = get_dataset_spec("humanml3d").feat_dim
 """Feature dim D of the default (released HumanML3D) sizes; KIT-ML and others pass their own."""
@@ -404,16 +423,15 @@ def load_guo_evaluator(
     return ev
 
 
-def save_guo_checkpoint(
-    path: str | Path,
+def guo_checkpoint_state(
     text_encoder: nn.Module,
     motion_encoder: nn.Module,
     movement_encoder: nn.Module,
     epoch: int = 0,
     it: int = 0,
     optimizers: dict[str, torch.optim.Optimizer] | None = None,
-) -> None:
-    """Write ``finest.tar`` in the released layout (``opt_*`` Adam states only when given)."""
+) -> dict[str, Any]:
+    """The ``finest.tar`` dict in the released layout (``opt_*`` Adam states only when given)."""
     state: dict[str, Any] = {
         "text_encoder": text_encoder.state_dict(),
         "motion_encoder": motion_encoder.state_dict(),
@@ -423,6 +441,103 @@ def save_guo_checkpoint(
         state[name] = opt.state_dict()
     state["epoch"] = int(epoch)
     state["iter"] = int(it)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
+    return state
+
+
+def save_guo_checkpoint(
+    path: str | Path,
+    text_encoder: nn.Module,
+    motion_encoder: nn.Module,
+    movement_encoder: nn.Module,
+    epoch: int = 0,
+    it: int = 0,
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
+) -> None:
+    """Write ``finest.tar`` (``guo_checkpoint_state``) atomically."""
+    state = guo_checkpoint_state(
+        text_encoder, motion_encoder, movement_encoder, epoch=epoch, it=it, optimizers=optimizers
+    )
+    atomic_torch_save(state, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Provenance: the word vectors and mean/std an evaluator was trained with
+# ----------------------------------------------------------------------------------------------
+
+
+def evaluator_provenance(glove_dir: str | Path, meta_dir: str | Path) -> dict[str, str]:
+    """``{"word_vectors", "mean", "std"}`` digests of an evaluator's inputs (what the record holds)."""
+    mean_file, std_file = meta_files(meta_dir)
+    return {"word_vectors": word_vectors_digest(glove_dir), "mean": path_digest(mean_file),
+            "std": path_digest(std_file)}  # fmt: skip
+
+
+def provenance_record(glove_dir: str | Path, meta_dir: str | Path) -> dict[str, Any]:
+    """The JSON ``prepare.train_evaluator`` writes as :data:`PROVENANCE_FILE` beside ``finest.tar``."""
+    mean_file, std_file = meta_files(meta_dir)
+    return {
+        "provenance": evaluator_provenance(glove_dir, meta_dir),
+        "paths": {"word_vectors": str(glove_dir), "mean": str(mean_file), "std": str(std_file)},
+    }
+
+
+_FIELDS = {"word_vectors": "glove_dir", "mean": "evaluator_meta_dir", "std": "evaluator_meta_dir"}
+
+
+def check_evaluator_provenance(
+    checkpoint: str | Path,
+    *,
+    glove_dir: str | Path | None = None,
+    meta_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Check that ``glove_dir`` / ``meta_dir`` hold what the evaluator ``checkpoint`` was trained with.
+
+    Reads ``<checkpoint dir>/provenance.json``. Without it (a released evaluator) one warning is
+    logged per checkpoint and nothing is checked.
+
+    Returns:
+        ``{"checked": bool, "record": path or None, "digests": {name: digest used now}}`` for the
+        run's JSON output.
+
+    Raises:
+        ProvenanceError: a digest differs; the message names each file, the digest the evaluator
+            was trained with (and where from) and the digest of the one given.
+    """
+    record_path = Path(checkpoint).parent / PROVENANCE_FILE
+    actual: dict[str, str] = {}
+    given: dict[str, str] = {}
+    if glove_dir is not None:
+        actual["word_vectors"] = word_vectors_digest(glove_dir)
+        given["word_vectors"] = f"glove_dir={glove_dir}"
+    if meta_dir is not None:
+        mean_file, std_file = meta_files(meta_dir)
+        actual.update(mean=path_digest(mean_file), std=path_digest(std_file))
+        given.update(mean=str(mean_file), std=str(std_file))
+    if not record_path.is_file():
+        key = str(Path(checkpoint).resolve())
+        if key not in _unchecked_warned:
+            _unchecked_warned.add(key)
+            logger.warning(
+                "%s has no %s (a released evaluator?): cannot check that the word vectors and mean/std "
+                "given are the ones it was trained with; using them as given", checkpoint, PROVENANCE_FILE,
+            )  # fmt: skip
+        return {"checked": False, "record": None, "digests": actual}
+    recorded = Provenance.load(record_path).hashes
+    paths = json.loads(record_path.read_text()).get("paths", {})
+    problems = []
+    for name in sorted(actual):
+        if recorded.get(name) != actual[name]:
+            where = f" ({paths[name]})" if name in paths else ""
+            problems.append(
+                f"{name}: trained with {recorded.get(name, '<not recorded>')}{where}, "
+                f"{given[name]} has {actual[name]}"
+            )
+    if problems:
+        fields = sorted({_FIELDS[p.split(":")[0]] for p in problems})
+        raise ProvenanceError(
+            f"evaluator {checkpoint} (record {record_path}) was trained with other inputs than the ones "
+            "given: " + "; ".join(problems) + ". Its R-precision, MM-Dist and FID would be computed in "
+            f"another embedding space without any other error. Set {' and '.join(fields)} to the files "
+            "it was trained with, or retrain the evaluator with these"
+        )
+    return {"checked": True, "record": str(record_path), "digests": actual}

@@ -30,7 +30,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -47,23 +46,31 @@ from data.datasets import (
     eval_collate,
     replication_batches,
 )
-from data.normalization import META_DIR, FeatureNorm
+from data.normalization import META_DIR, FeatureNorm, meta_files
+from data.run_folder import OutputFolder
 from data.runtime import MetricsLogger, is_main_process
 from data.specs import DatasetSpec, get_dataset_spec
 from data.vq_data import Clip, MotionWindows
 from data.word_vectorizer import WordVectorizer
 from models.evaluator import (
     CONTACT_DIMS,
+    PROVENANCE_FILE,
     EvaluatorDims,
     MotionEncoderBiGRUCo,
     MovementConvDecoder,
     MovementConvEncoder,
     TextEncoderBiGRUCo,
     build_networks,
-    save_guo_checkpoint,
+    guo_checkpoint_state,
+    provenance_record,
 )
 
 logger = logging.getLogger(__name__)
+
+FINEST = "finest.tar"
+"""The chosen checkpoint (released layout), relative to the run folder."""
+MOVEMENT_AE = "movement_ae.pt"
+METRICS = "metrics.jsonl"
 
 _NEG_SHIFT_TAG = 0x5EED5
 """Extra seed word keeping the negative-shift stream apart from the dataset's streams."""
@@ -134,9 +141,11 @@ class EvaluatorTrainConfig(RunConfig):
     }
 
     glove_dir: str = "runs/demo/glove"
-    """Folder with ``our_vab_*`` word vectors (prepare/build_word_vectors.py or the released copy)."""
+    """Folder with ``our_vab_*`` word vectors (prepare/build_word_vectors.py or the released copy); their
+    hash is recorded in ``provenance.json`` and every user of the evaluator must pass the same files."""
     output_dir: str = "runs/demo/evaluator"
-    """Run folder (config, meta/{mean,std}.npy, movement_ae.pt, finest.tar, metrics, results)."""
+    """Run folder (run.json, config, meta/{mean,std}.npy, provenance.json, movement_ae.pt, finest.tar,
+    metrics, results)."""
     device: str = "cpu"
     """Always the CPU (see ``ignored_fields``)."""
     mean_file: str = ""
@@ -170,7 +179,10 @@ class EvaluatorTrainConfig(RunConfig):
     final_diversity_times: int = 300
     """Diversity pairs for the final ground-truth evaluation (must be below the scored samples)."""
     force: bool = False
-    """Retrain even when ``finest.tar`` and ``train_result.json`` exist."""
+    """Start the folder's run over (retrain) even when it finished, or when its config or inputs differ."""
+    overwrite: bool = False
+    """Accept an output_dir holding another command's run or files of other origin (they are kept;
+    only this run's files are replaced)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -275,12 +287,22 @@ def train_movement_autoencoder(
 
 def windows_from_index(index: ClipIndex, norm: FeatureNorm, window: int, batch_size: int,
                        seed: int) -> MotionWindows:  # fmt: skip
-    """Seeded random windows over every entry of ``index`` long enough, normalised with ``norm``."""
+    """Seeded random windows over every entry of ``index`` long enough, normalised with ``norm``.
+
+    Entries shorter than ``window`` are left out (``train_evaluator`` counts them in its summary).
+
+    Raises:
+        ValueError: no entry has ``window`` frames.
+    """
     clips = [
         Clip(motion_id=e.name, motion=norm.normalise(index.motion(i)))
         for i, e in enumerate(index.entries)
         if e.length >= window
     ]
+    if not clips:
+        raise ValueError(
+            f"{index.root}/{index.split}: no entry has movement.window={window} frames; lower the window"
+        )
     return MotionWindows(clips, window=window, batch_size=min(batch_size, len(clips)), seed=seed)
 
 
@@ -362,12 +384,12 @@ def train_matching(
     train_ds: EvalMotionTextDataset,
     val_ds: EvalMotionTextDataset,
     cfg: EvaluatorTrainConfig,
-    finest_path: Path,
+    out: OutputFolder,
     metrics: MetricsLogger | None = None,
     *,
     retrieval_scores: RetrievalScores,
 ) -> dict[str, float]:
-    """Contrastive co-embedding training; saves ``finest_path`` at each new lowest validation loss.
+    """Contrastive co-embedding training; saves ``finest.tar`` in ``out`` at each new lowest validation loss.
 
     ``retrieval_scores`` gives the logged validation R-precision / MM-Dist (``RetrievalScores``);
     the checkpoint choice uses the validation loss only.
@@ -407,11 +429,11 @@ def train_matching(
         improved = val["val_loss"] < best["val_loss"]
         if improved:
             best = {**val, "best_epoch": epoch}
-            if is_main_process():
-                save_guo_checkpoint(
-                    finest_path, model.text, model.motion, model.movement, epoch=epoch, it=it,
+            if out.main_process:
+                out.save_torch(FINEST, guo_checkpoint_state(
+                    model.text, model.motion, model.movement, epoch=epoch, it=it,
                     optimizers={"opt_text_encoder": opt_text, "opt_motion_encoder": opt_motion},
-                )  # fmt: skip
+                ))  # fmt: skip
         logger.info(
             "epoch %d: train loss %.3f (pos %.3f neg %.3f) | val loss %.3f top1 %.3f top3 %.3f mm %.3f%s",
             epoch, train_rec["train_loss"], train_rec["train_pos"], train_rec["train_neg"], val["val_loss"],
@@ -434,24 +456,34 @@ def train_evaluator(
     val_index: ClipIndex,
     vectorizer: WordVectorizer,
     dataset_norm: FeatureNorm,
-    out: Path,
+    out: OutputFolder,
     *,
     retrieval_scores: RetrievalScores,
 ) -> dict[str, object]:
-    """Run both steps and write ``meta/{mean,std}.npy``, ``movement_ae.pt``, ``finest.tar``, ``metrics.jsonl``.
+    """Run both steps, writing through ``out`` (atomically; rank 0 only).
+
+    Files: ``meta/{mean,std}.npy``, ``provenance.json`` (the content hashes of ``cfg.glove_dir``'s
+    ``our_vab_*`` files and of that meta, see ``models.evaluator.check_evaluator_provenance``),
+    ``movement_ae.pt``, ``finest.tar`` and ``metrics.jsonl`` (started empty: every call trains
+    from scratch).
 
     ``dataset_norm`` is the DATASET pair; the evaluator meta is derived from it with ``evaluator_meta``.
     ``retrieval_scores`` scores the validation embeddings (``RetrievalScores``).
-    Returns a summary (best validation record, timings, paths).
+    Returns a summary (best validation record, timings, paths and ``counts``: clips the indexes
+    dropped, entries too short for a movement window, items left out of each epoch's batches).
     """
-    meta_dir = out / META_DIR
+    root = out.root
+    meta_dir = root / META_DIR
     ev_norm = FeatureNorm(
         *evaluator_meta(dataset_norm.mean, dataset_norm.std, spec, cfg.feat_bias), source=str(meta_dir)
     )
     ev_mean, ev_std = ev_norm.mean, ev_norm.std
-    if is_main_process():
-        ev_norm.save(meta_dir)
-    metrics = MetricsLogger(out / "metrics.jsonl")
+    for rel, array in zip(meta_files(META_DIR), (ev_mean, ev_std), strict=True):
+        out.save_npy(rel, array)
+    if out.main_process:
+        out.write_json(PROVENANCE_FILE, provenance_record(cfg.glove_dir, meta_dir))
+    out.write_text(METRICS, "")
+    metrics = MetricsLogger(out.path(METRICS))
     text, motion, movement = build_networks(cfg.model.dims(spec))
     decoder = MovementConvDecoder(
         cfg.model.dim_movement_latent, cfg.model.dim_movement_dec_hidden, spec.feat_dim
@@ -461,9 +493,8 @@ def train_evaluator(
     windows = windows_from_index(train_index, ev_norm, cfg.movement.window, cfg.movement.batch_size, cfg.seed)
     ae = train_movement_autoencoder(windows, movement, decoder, cfg.movement, metrics, cfg.progress)
     t_ae = time.time() - t0
-    if is_main_process():
-        torch.save({"movement_encoder": movement.state_dict(), "movement_decoder": decoder.state_dict(),
-                    "iters": cfg.movement.iters}, out / "movement_ae.pt")  # fmt: skip
+    out.save_torch(MOVEMENT_AE, {"movement_encoder": movement.state_dict(), "movement_decoder": decoder.state_dict(),
+                                 "iters": cfg.movement.iters})  # fmt: skip
     logger.info("movement AE: %d iters in %.0fs, final %s", cfg.movement.iters, t_ae, ae)
 
     movement.requires_grad_(False)
@@ -471,14 +502,18 @@ def train_evaluator(
     train_ds = EvalMotionTextDataset(train_index, vectorizer, ev_mean, ev_std, seed=cfg.seed)
     val_ds = EvalMotionTextDataset(val_index, vectorizer, ev_mean, ev_std, seed=cfg.seed)
     t1 = time.time()
-    best = train_matching(
-        model, train_ds, val_ds, cfg, out / "finest.tar", metrics, retrieval_scores=retrieval_scores
-    )
+    best = train_matching(model, train_ds, val_ds, cfg, out, metrics, retrieval_scores=retrieval_scores)
     t_match = time.time() - t1
+    counts = {
+        "train_index": dict(train_index.stats), "val_index": dict(val_index.stats),
+        "movement_entries_too_short": len(train_index) - len(windows.clips),
+        "train_items_left_out_per_epoch": len(train_ds) % cfg.batch_size,
+        "val_items_left_out": len(val_ds) % cfg.batch_size,
+    }  # fmt: skip
     summary: dict[str, object] = {
-        "finest": str(out / "finest.tar"), "meta_dir": str(meta_dir), "best": best,
+        "finest": str(root / FINEST), "meta_dir": str(meta_dir), "best": best,
         "movement_ae": ae, "seconds_movement_ae": round(t_ae, 1), "seconds_matching": round(t_match, 1),
-        "train_items": len(train_ds), "val_items": len(val_ds), "seed": cfg.seed,
+        "train_items": len(train_ds), "val_items": len(val_ds), "seed": cfg.seed, "counts": counts,
     }  # fmt: skip
     return summary
 

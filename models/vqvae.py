@@ -41,9 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from data.run_folder import atomic_torch_save
 from data.specs import DATASET_NAMES, get_dataset_spec
 
 logger = logging.getLogger(__name__)
@@ -569,20 +568,6 @@ class MotionVQVAE(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Checkpoint helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def atomic_torch_save(obj: object, path: str | Path) -> None:
-    """``torch.save`` to a temporary file then rename, so an interrupted save never truncates ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_net_state(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Tensor]:

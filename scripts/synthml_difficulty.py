@@ -32,7 +32,7 @@ from data.synth.render import render_program
 from data.synth.splits import split_overlap
 from data.synth.writer import read_attributes
 from eval.metrics import diversity, multimodality
-from models.evaluator import load_guo_evaluator
+from models.evaluator import check_evaluator_provenance, load_guo_evaluator
 
 
 def embed(evaluator, norm: FeatureNorm, feats: list[np.ndarray], max_len: int, unit: int) -> np.ndarray:
@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     paths = DatasetPaths(args.dataset_root)
     evaluator = load_guo_evaluator(Path(args.evaluator) / "finest.tar", dataset=spec)
     norm = FeatureNorm.load_meta(Path(args.evaluator) / "meta", spec)
+    # motions only (no captions): the meta is what must match the evaluator's record
+    check_evaluator_provenance(Path(args.evaluator) / "finest.tar", meta_dir=Path(args.evaluator) / "meta")
     unit, max_len = spec.unit_length, spec.max_motion_len
 
     ids = read_split(args.dataset_root, args.split)

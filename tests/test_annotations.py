@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from data.annotations import (
+    TASK_STRINGS,
     TASKS,
     AnnotationError,
     MotionRef,
@@ -449,6 +450,18 @@ def test_malformed_entries_name_file_id_and_field(tmp_path, mutate, message):
     assert str(path) in str(info.value) and "(#1)" in str(info.value)
 
 
+def test_unknown_task_name_is_an_error_listing_the_known_ones(tmp_path):
+    # A typo the reference loader would accept silently: it only looks for "unified_mogen_cot".
+    entry = {"id": 0, **STAGE1_CASES[0][2], "task": "t2m_direct_generaton"}
+    path = write(tmp_path, "typo.json", [entry])
+    with pytest.raises(AnnotationError) as info:
+        read_annotation_file(path)
+    msg = str(info.value)
+    assert f"{path}: annotation id=0 (#0): field 'task': unknown task 't2m_direct_generaton'" in msg
+    assert msg.endswith("known task names: " + ", ".join(sorted({t.task_string for t in TASKS.values()})))
+    assert len(TASK_STRINGS) == 8 and "unified_mogen_cot_v2" in TASK_STRINGS  # 10 files, 2 strings shared
+
+
 def test_malformed_envelope_and_stage2_objects(tmp_path):
     p = tmp_path / "x.json"
     p.write_text("{not json")
@@ -513,7 +526,7 @@ def test_inspect_annotations_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0 and "MISSING motion files: 2 distinct ids" in out and "M000003" in out
 
-    bad = write(tmp_path, "bad.json", [{"id": 9, "task": "x", "conversations": []}])
+    bad = write(tmp_path, "bad.json", [{"id": 9, "task": "t2m_direct_generation", "conversations": []}])
     rc = main(["--dataset-root", str(root), "--codes-dir", str(codes_dir), str(bad)])
     err = capsys.readouterr().err
     assert rc == 1 and "bad.json: annotation id=9 (#0): field 'conversations'" in err

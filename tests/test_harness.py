@@ -13,6 +13,7 @@ import yaml
 
 from data.datasets import EvalMotionTextDataset, build_clip_index
 from data.normalization import FeatureNorm
+from data.run_folder import RunFolderError
 from data.specs import get_dataset_spec
 from data.word_vectorizer import WordVectorizer
 from eval.evaluate import main as evaluate_main
@@ -43,6 +44,16 @@ def _clips(n: int = 30) -> dict[str, tuple[int, list[str]]]:
             caps.append(f"{' '.join(t.split('/')[0] for t in toks)}.#{' '.join(toks)}#0.0#0.0")
         out[f"{i:06d}"] = (int(rng.integers(40, 120)), caps)
     return out
+
+
+def _random_evaluator_file(folder: Path) -> Path:
+    path = folder / "finest.tar"
+    torch.manual_seed(0)
+    dims = EvaluatorDims(
+        dim_text_hidden=8, dim_motion_hidden=8, dim_movement_enc_hidden=8, dim_movement_latent=8
+    )
+    save_guo_checkpoint(path, *build_networks(dims))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +111,43 @@ def test_evaluate_writes_json_and_markdown(setup):
     md = (out / "eval_test.md").read_text()
     assert "| Method | Top-1 | Top-2 | Top-3 | FID | MM-Dist | Diversity | Failed |" in md
     assert f"| {REAL_MOTION} | {real['summary']['top1']['mean']:.3f} ± " in md and "| 0/84 |" in md
+    # Counted, not silent: 30 clips of 40-119 frames (all kept), 30 % 4 = 2 items out of each replication.
+    counts = js["counts"]
+    assert counts["test_index"]["ids"] == counts["test_index"]["whole_clips"] == 30
+    assert counts["test_index"]["skipped_files"] == counts["test_index"]["too_long"] == 0
+    assert counts["items_not_scored_per_replication"] == 2
+    assert counts["failed_generations"] == {"VQ-VAE reconstruction": 0}
+    n_captions = sum(len(lines) for _, lines in _clips().values())
+    assert (
+        counts["caption_fallbacks"]["captions"] == n_captions
+        and counts["caption_fallbacks"]["unknown_words"] == 0
+    )
+    # the fixture's evaluator has no provenance record (like a released one): unchecked, and said so
+    assert js["evaluator_provenance"]["checked"] is False
+
+    # a finished evaluation is returned, not rerun, and nothing in the folder changes
+    tree = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert evaluate_main(["--config", str(setup["config"]), f"output_dir={out}"]) == js
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == tree
+    # another setting is refused before anything is written; resume=false evaluates again
+    with pytest.raises(RunFolderError, match="replications was 3 and is 1 now"):
+        evaluate_main(["--config", str(setup["config"]), f"output_dir={out}", "replications=1"])
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == tree
+    again = evaluate_main(
+        ["--config", str(setup["config"]), f"output_dir={out}", "replications=1", "resume=false"]
+    )
+    assert again["replications"] == 1 and json.loads((out / "eval_test.json").read_text()) == again
+
+
+def test_caption_fallbacks_are_counted(tiny_dataset, tiny_glove, tmp_path):
+    """The 8-clip fixture: 10 kept captions; clip 000006 has 22 tokens (cut to 20), three of them
+    (zzzunknown, extra, words) outside the vocabulary and looked up as unk."""
+    ev = load_guo_evaluator(_random_evaluator_file(tmp_path), SPEC)
+    norm = FeatureNorm.identity(SPEC.feat_dim)
+    index = build_clip_index(tiny_dataset, "test", SPEC, progress=False)
+    ds = EvalMotionTextDataset(index, WordVectorizer(tiny_glove), norm.mean, norm.std, seed=0)
+    h = EvaluationHarness(ev, ds, norm, batch_size=3, replications=1, diversity_times=2, progress=False)
+    assert h.caption_counts == {"captions": 10, "cut_to_max_text_len": 1, "words": 58, "unknown_words": 3}
 
 
 def _harness(setup, replications: int = 2, **kwargs) -> EvaluationHarness:
@@ -132,6 +180,7 @@ def test_perfect_generator_matches_real_row_and_failures_are_counted(setup):
     assert max(copy.values["fid"]) < 1e-4 and copy.failed == 0
     assert flaky_r.failed == 3 * 7 * 2 and flaky_r.generated == 56
     assert "| flaky |" in report.markdown() and "42/56" in report.markdown()
+    assert report.to_json()["counts"]["failed_generations"] == {"copy": 0, "flaky": 42}
     with pytest.raises(ValueError, match="returned 1 motions for 4 captions"):
         h.run([Method("bad", lambda c, lens, b: [None], raw)])
 

@@ -36,7 +36,7 @@ from data.run_folder import (
     path_digest,
     read_manifest,
 )
-from data.runtime import open_run, prepare_run_dir
+from data.runtime import open_run
 
 REPO = Path(__file__).resolve().parent.parent
 CFG = {"lr": 0.001, "model": {"depth": 2, "width": 16}, "max_steps": 0, "dataset_root": "/data/a"}
@@ -428,17 +428,6 @@ def test_killed_run_leaves_no_half_file_and_resumes(tmp_path: Path, caplog):
 # ----------------------------------------------------------------------------------------------
 # data.runtime
 # ----------------------------------------------------------------------------------------------
-
-
-def test_prepare_run_dir_refuses_a_managed_folder(tmp_path: Path):
-    out = prepare_run_dir(tmp_path / "plain", {"a": 1}, seed=3)
-    assert (out / "config.yaml").read_text() == "a: 1\n"
-    assert json.loads((out / "run_info.json").read_text())["seed"] == 3
-    _finished_run(tmp_path / "managed")
-    before = tree(tmp_path / "managed")
-    with pytest.raises(RunFolderError, match=r"holds a tests\.cmd run"):
-        prepare_run_dir(tmp_path / "managed", {"a": 1}, seed=3)
-    assert tree(tmp_path / "managed") == before
 
 
 def test_open_run_writes_config_and_run_info_at_the_first_write(tmp_path: Path):

@@ -1,5 +1,6 @@
 """prepare/build_word_vectors: our_vab files from captions (Word2Vec) or GloVe, deterministic."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,9 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.word_vector_build import caption_sentences, stable_hash, vocabulary
+from data.layout import DatasetFileError
+from data.run_folder import RunFolderError, file_sha256, path_digest
+from data.word_vector_build import caption_sentences, stable_hash, vocabulary, word_vectors_digest
 from data.word_vectorizer import WordVectorizer, word_vector_files
 from prepare.build_word_vectors import main
+from tests.conftest import write_tiny_glove
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,3 +75,56 @@ def test_glove_build(tiny_dataset: Path, tmp_path: Path):
     np.testing.assert_array_equal(vec["dance/VERB"][0], vec["unk/OTHER"][0])  # not in GloVe -> unk
     with pytest.raises(Exception, match="needs glove_txt"):
         main([f"dataset_root={tiny_dataset}", "source=glove"])
+    # Counted, not silent: the captions hold the 35 words of TINY_VOCAB plus zzzunknown, extra and
+    # words; 4 of them are in this GloVe, the other 34 map to unk.
+    info = json.loads((out / "word_vectors.json").read_text())
+    assert info["counts"]["caption_words"] == 38 and info["counts"]["caption_words_mapped_to_unk"] == 34
+    assert info["provenance"]["glove_txt"] == "sha256:" + file_sha256(glove)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_build_records_provenance_counts_skips_and_refuses(make_tiny_dataset, tmp_path: Path):
+    root = make_tiny_dataset()
+    (root / "texts" / "000007.txt").write_text("")  # unreadable: no captions
+    out = tmp_path / "wv"
+    args = [f"dataset_root={root}", "epochs=1", "splits=[all]", f"output_dir={out}"]
+    with pytest.raises(DatasetFileError, match="000007.txt"):
+        main(args)
+    assert not out.exists()  # failed before the first write: the folder it created is gone
+    args += ["on_error=skip", "max_skip_fraction=0.2"]
+    main(args)
+    info = json.loads((out / "word_vectors.json").read_text())
+    # 8 ids, one caption file skipped: the other 7 hold 2+3+1+2+1+1+1 = 11 caption lines and all
+    # 38 caption words but the 4 only 000007 has (dance, happily, spin, around)
+    assert info["counts"] == {
+        "ids": 8, "caption_files_skipped": 1, "captions": 11, "tokens_without_word": 0, "caption_words": 34,
+        "caption_words_mapped_to_unk": 0, "unk_examples": [],
+    }  # fmt: skip
+    prov = info["provenance"]
+    assert prov["word_vectors"] == word_vectors_digest(out)
+    assert prov["all_split"] == "sha256:" + file_sha256(root / "all.txt")
+    assert prov["texts"] == path_digest(root / "texts")
+
+    # a rebuild with other settings or from other captions is refused before any write
+    before = _tree(out)
+    with pytest.raises(RunFolderError, match=r"epochs was 1 and is 2 now.*pass force=true"):
+        main([*args, "epochs=2"])
+    (root / "texts" / "000007.txt").write_text("a person dances.#a/DET person/NOUN dance/VERB#0.0#0.0\n")
+    with pytest.raises(
+        RunFolderError, match=r"input texts \(.*texts\) was dir-sha256:\w+ and is dir-sha256:"
+    ):
+        main(args)
+    assert _tree(out) == before
+    main([*args, "force=true"])
+    assert json.loads((out / "word_vectors.json").read_text())["counts"]["caption_files_skipped"] == 0
+
+    # a folder of other origin (e.g. a released copy of the vectors) is not written into
+    released = tmp_path / "released"
+    write_tiny_glove(released)
+    before = _tree(released)
+    with pytest.raises(RunFolderError, match=r"did not write .*our_vab_data.npy.*pass overwrite=true"):
+        main([f"dataset_root={root}", "epochs=1", f"output_dir={released}"])
+    assert _tree(released) == before
