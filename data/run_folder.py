@@ -505,7 +505,7 @@ class RunFolder(OutputFolder):
         *,
         command: str,
         config: Mapping[str, Any],
-        inputs: Mapping[str, str | Path] | None = None,
+        inputs: Mapping[str, str | Path | Mapping[str, str]] | None = None,
         volatile: Iterable[str] = (),
         overwrite: bool = False,
         resume: bool = True,
@@ -520,7 +520,9 @@ class RunFolder(OutputFolder):
             output_dir: the run folder (created if missing).
             command: the module that owns the folder, e.g. ``"prepare.train_vq"``.
             config: the resolved config (JSON-able); hashed without the ``volatile`` keys.
-            inputs: ``{name: path}`` fingerprinted with :func:`path_digest` and compared on resume.
+            inputs: ``{name: path}`` fingerprinted with :func:`path_digest` and compared on resume;
+                a value may also be ``{"path": ..., "digest": ...}`` fingerprinted by the caller
+                (e.g. over selected files of a folder that other commands add files to).
             volatile: dotted config keys that may change between invocations of one run
                 (``max_steps``, ``device``, ``progress``, ``output_dir`` ...).
             overwrite: accept a folder holding another command's run, files without a manifest,
@@ -540,7 +542,12 @@ class RunFolder(OutputFolder):
         run = cls(Path(output_dir), main_process=main_process)
         cfg = json.loads(json.dumps(dict(config), default=str))
         vol = sorted(set(volatile))
-        digests = {name: {"path": str(p), "digest": path_digest(p)} for name, p in (inputs or {}).items()}
+        digests = {
+            name: {"path": str(p["path"]), "digest": str(p["digest"])}
+            if isinstance(p, Mapping)
+            else {"path": str(p), "digest": path_digest(p)}
+            for name, p in (inputs or {}).items()
+        }
         run.start_files = {
             k: v.encode("utf-8") if isinstance(v, str) else bytes(v) for k, v in (start_files or {}).items()
         }
@@ -869,6 +876,27 @@ class RunFolder(OutputFolder):
                     d.rmdir()
                 except OSError:
                     break
+
+
+class FolderLock:
+    """A folder's :data:`LOCK` held without a run, e.g. while a command adds files beside another
+    command's run (the data engine's imperfect motions in a dataset root). Same rules as a run's lock.
+
+    Raises:
+        RunFolderError: a live process holds the lock.
+    """
+
+    def __init__(self, folder: str | Path, command: str):
+        self._holder = RunFolder(Path(folder))
+        self._holder._create_root()  # removed again on release if it was created and stayed empty
+        try:
+            self._holder._acquire_lock(command)
+        except BaseException:
+            self._holder._release()
+            raise
+
+    def release(self) -> None:
+        self._holder._release()
 
 
 def _show(value: Any) -> str:

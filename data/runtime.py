@@ -103,6 +103,7 @@ def open_run(
     volatile: tuple[str, ...] = (),
     overwrite: bool = False,
     resume: bool = True,
+    fixes: dict[str, str] | None = None,
 ) -> RunFolder:
     """Open ``output_dir`` as ``command``'s run folder (use in a ``with`` block; see :mod:`data.run_folder`).
 
@@ -113,7 +114,9 @@ def open_run(
     Raises:
         RunFolderError: the folder holds another command's run or foreign files (fix:
             ``overwrite=true``), a run with another config or inputs (fix: ``resume=false`` or
-            another ``output_dir``), or is locked by a live process.
+            another ``output_dir``), or is locked by a live process. ``fixes`` renames those
+            fixes in the message (e.g. ``{"restart": "pass force=true"}``, see
+            ``data.run_folder.DEFAULT_FIXES``).
     """
     return RunFolder.open(
         output_dir,
@@ -126,6 +129,7 @@ def open_run(
         start_files={"config.yaml": _config_yaml(config), "run_info.json": _run_info(seed)},
         info={"seed": seed},
         main_process=is_main_process(),
+        fixes=fixes,
     )
 
 
