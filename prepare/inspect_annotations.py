@@ -12,7 +12,9 @@ the original ``prompt_template-2.json`` (sha256-checked); writes nothing. See
 ``data.inspect_annotations`` for what is built. Exit status: 0 when every file is well formed
 (missing motion files are reported, all of them and counted, and do not fail the run unless
 ``--fail-on-missing``), 1 on a malformed file or bad input (the message names the file, the entry id
-and the field), 3 with ``--fail-on-missing`` when motions are missing.
+and the field) or on code files whose provenance does not hold (``--codes-dir``: a motion changed
+after it was tokenised, or a code file not in ``codes_index.json``; see
+``data.motion_codes.CodesDirSource``), 3 with ``--fail-on-missing`` when motions are missing.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from data.inspect_annotations import InspectConfig, inspect_file, missing_summar
 from data.motion_codes import CodesDirSource
 from data.normalization import FeatureNorm
 from data.prompts import ORIGINAL_TEMPLATE_SHA256
+from data.run_folder import ProvenanceError
 from data.sft_examples import CodeLookup
 from data.specs import get_dataset_spec
 from models.vq_tokenize import VQCodeSource
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in cfg.annotation_files():
         try:
             report = inspect_file(read_annotation_file(path), codes, pools, cfg.seed, cfg.build_options())
-        except AnnotationError as err:
+        except (AnnotationError, ProvenanceError) as err:  # a malformed file, or codes of other motions
             print(f"error: {err}", file=sys.stderr)
             return 1
         all_missing.update(report.missing)
