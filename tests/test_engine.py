@@ -460,3 +460,52 @@ def test_engine_configs_load(path):
 
     cfg = load_config(EngineConfig, Path(__file__).resolve().parents[1] / path)
     assert cfg.variants_per_goal == 4 and cfg.split == "train"
+
+
+def test_codes_follow_engine_motions_that_another_run_re_rendered(tmp_path, capsys):
+    """Issue 10: after a second engine run re-rendered the imperfect motions, tokenisation reused the
+    old code files by id, so codes no longer matched their motions, without a word."""
+    import torch
+
+    from data.normalization import FeatureNorm
+    from models.vq_tokenize import TokenizeConfig, tokenize_dataset
+    from models.vqvae import MotionVQVAE, VQVAEConfig
+    from prepare.inspect_annotations import main as inspect_main
+
+    root = tmp_path / "root"
+    _write_root(root)
+    first = EngineConfig(dataset_root=str(root), output_dir=str(tmp_path / "a"), seed=3, max_goals=2)
+    run_engine(first)
+    torch.manual_seed(0)
+    vq = MotionVQVAE(263, VQVAEConfig(nb_code=512, code_dim=16, output_emb_width=16, width=16, depth=1))
+    vq.save_checkpoint(tmp_path / "vq.pth")
+    tok = TokenizeConfig(dataset_root=str(root), vq_checkpoint=str(tmp_path / "vq.pth"), progress=False,
+                         output_dir=str(tmp_path / "codes"), splits=("all", "engine_motions"))  # fmt: skip
+    norm = FeatureNorm.identity(263)
+    index = tokenize_dataset(tok, vq, norm)
+    assert index["counts"]["ids"] == N_MOTIONS + 8
+
+    def inspect(out: str) -> tuple[int, str]:
+        capsys.readouterr()  # drop the progress bars written so far
+        rc = inspect_main(
+            ["--dataset-root", str(root), "--codes-dir", tok.output_dir, "--annotations-dir", out]
+        )
+        return rc, capsys.readouterr().err
+
+    assert inspect(first.output_dir) == (0, "")
+    second = EngineConfig(
+        dataset_root=str(root), output_dir=str(tmp_path / "b"), seed=4, max_goals=2, overwrite=True
+    )
+    run_engine(second)
+    rc, err = inspect(second.output_dir)
+    assert rc == 1 and "900000.npy was encoded from a motion with sha256" in err and "re-rendered" in err
+    # the first run's annotation files no longer describe the motions in the root: said so, not built
+    rc, err = inspect(first.output_dir)
+    assert (
+        rc == 1 and f"annotation files in {first.output_dir} describe imperfect motions that changed" in err
+    )
+    index = tokenize_dataset(tok, vq, norm)
+    c = index["counts"]
+    assert (c["reencoded_motion_changed"], c["encoded"], c["reused"]) == (8, 8, N_MOTIONS + 1)
+    assert inspect(second.output_dir) == (0, "")
+    assert inspect(first.output_dir)[0] == 1

@@ -71,11 +71,11 @@ from tqdm import tqdm
 from data.annotations import NUM_INTERMEDIATE, TASKS, Annotation
 from data.config import RunConfig, config_to_dict
 from data.engine.annotate import Goal, Variant, attribute_tasks, caption_tasks
-from data.engine.ownership import ENGINE_LIST, EngineMotions, EngineRun, job_digest
+from data.engine.ownership import ENGINE_LIST, ENGINE_MANIFEST, EngineMotions, EngineRun, job_digest
 from data.engine.perturb import Imperfect, Stated, imperfect_ladder
 from data.layout import DatasetFileError, DatasetPaths, read_captions, read_split
 from data.prompts import build_cot_prompt
-from data.run_folder import RunFolder
+from data.run_folder import ProvenanceError, RunFolder
 from data.runtime import open_run
 from data.sft_examples import choose_attempts, is_no_refinement
 from data.specs import get_dataset_spec
@@ -587,25 +587,68 @@ def _finished_summary(run: RunFolder, imp_root: Path) -> EngineSummary | None:
     """
     if run.missing_files() or not run.has(SUMMARY_FILE) or not run.has(IMPERFECT_FILE):
         return None
-    mine = json.loads((run.root / IMPERFECT_FILE).read_text())
-    if mine:
-        motions = EngineMotions.read(imp_root)
-        for mid, rec in mine.items():
-            entry = motions.motions.get(mid)
-            if (
-                entry is None
-                or entry["job"] != rec["job"]
-                or run.manifest["run_id"] not in entry["runs"]
-                or not motions.intact(mid, rec["files"])
-            ):
-                logger.warning(
-                    "engine: imperfect motion %s in %s is no longer the one this run rendered; running again",
-                    mid, imp_root,
-                )  # fmt: skip
-                return None
+    changed = changed_imperfect_motions(run.root, imp_root, run_id=run.manifest["run_id"])
+    if changed:
+        logger.warning(
+            "engine: %d imperfect motions in %s (e.g. %s) are no longer the ones this run rendered; running again",
+            len(changed), imp_root, changed[0],
+        )  # fmt: skip
+        return None
     data = json.loads((run.root / SUMMARY_FILE).read_text())
     fields = {k: data[k] for k in EngineSummary.__dataclass_fields__ if k in data}
     return EngineSummary(**fields)
+
+
+def changed_imperfect_motions(
+    output_dir: str | Path, imperfect_root: str | Path | None = None, run_id: str | None = None
+) -> list[str]:
+    """Ids of the engine output's imperfect motions whose files are no longer the ones it rendered.
+
+    Reads ``<output_dir>/imperfect_motions.json`` (id -> job digest and file sha256) and the root's
+    ``engine_motions.json`` (``imperfect_root``: default the summary's); a motion has changed when the
+    root records another job for it or its files differ (size and mtime, else sha256), or, with
+    ``run_id``, when that run no longer uses it. An output without ``imperfect_motions.json`` has none.
+    """
+    out = Path(output_dir)
+    mine_path = out / IMPERFECT_FILE
+    if not mine_path.is_file():
+        return []
+    if imperfect_root is None:
+        imperfect_root = json.loads((out / SUMMARY_FILE).read_text())["imperfect_root"]
+    mine = json.loads(mine_path.read_text())
+    motions = EngineMotions.read(imperfect_root)
+    changed = []
+    for mid, rec in mine.items():
+        entry = motions.motions.get(mid)
+        if (
+            entry is None
+            or entry["job"] != rec["job"]
+            or (run_id is not None and run_id not in entry["runs"])
+            or not motions.intact(mid, rec["files"])
+        ):
+            changed.append(mid)
+    return changed
+
+
+def check_imperfect_motions(output_dir: str | Path) -> None:
+    """Check that an engine output's imperfect motions are still the ones its annotation files describe.
+
+    For readers of the annotation files (``prepare.inspect_annotations``, the SFT datasets).
+
+    Raises:
+        ProvenanceError: some changed (e.g. another engine run re-rendered them with
+            ``overwrite=true``); the message names the folder, the root, the ids and the fix.
+    """
+    changed = changed_imperfect_motions(output_dir)
+    if changed:
+        root = json.loads((Path(output_dir) / SUMMARY_FILE).read_text())["imperfect_root"]
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise ProvenanceError(
+            f"the annotation files in {output_dir} describe imperfect motions that changed since this engine "
+            f"run rendered them: {shown} in {root} (see {Path(root) / ENGINE_MANIFEST} for the run that "
+            f"rendered them now). Rerun data.engine with --out {output_dir} (it refuses while another run "
+            "uses those ids; give one of the two runs another imperfect_root)"
+        )
 
 
 def simulate_attempts(annotations: Sequence[Annotation], seed: int) -> dict[int, int]:
