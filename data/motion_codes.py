@@ -15,7 +15,9 @@ at frame 0. Sources hold no random state of their own.
   with (sha256; a mismatch names both sides); lazily, at the first access of each item, that the
   code file is the one the index lists (sha256) and, with ``check_motions`` (default), that the
   motion file the resolver finds is the content it was encoded from (size and mtime, else sha256).
-  Each file and motion is checked once per source object.
+  Each file and motion is checked once per source object; code files whose motion cannot be checked
+  (no motion file in the resolver's roots, or none recorded) are collected in ``unchecked``. Code
+  files from elsewhere get an index with ``data.vq_data.index_code_files``.
 * ``MappingCodeSource``: a ``motion_name -> codes`` mapping (tests, cached rollouts).
 
 The VQ-VAE-backed source, which encodes on demand, is ``models.vq_tokenize.VQCodeSource``.
@@ -91,6 +93,8 @@ class CodesDirSource:
     check_motions: bool = True
     """Check each accessed item's motion file against the sha256 its codes were encoded from."""
     index: dict = field(default_factory=dict, init=False, repr=False)
+    unchecked: set[Path] = field(default_factory=set, init=False, repr=False)
+    """Code files read whose motion could not be checked (no motion file, or none recorded); counted, not hidden."""
     _cache: dict[Path, np.ndarray] = field(default_factory=dict, repr=False)
     _motions_checked: set[Path] = field(default_factory=set, repr=False)
 
@@ -152,8 +156,15 @@ class CodesDirSource:
         return self._cache[path]
 
     def _check_motion(self, ref: MotionRef, codes_path: Path, entry: dict) -> None:
-        motion = self.resolver.path(ref)  # MotionMissingError when no root has it
+        try:
+            motion = self.resolver.path(ref)
+        except MotionMissingError:  # codes without their motion (e.g. released codes): nothing to check
+            self.unchecked.add(codes_path)
+            return
         if motion in self._motions_checked:
+            return
+        if entry.get("motion_sha256") is None:  # indexed without its motion (index_code_files)
+            self.unchecked.add(codes_path)
             return
         st = motion.stat()
         if not (st.st_size == entry.get("motion_size") and st.st_mtime_ns == entry.get("motion_mtime_ns")):

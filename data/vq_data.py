@@ -33,7 +33,7 @@ from data.layout import (
     read_split,
 )
 from data.normalization import FeatureNorm
-from data.run_folder import atomic_write_bytes
+from data.run_folder import atomic_write_bytes, atomic_write_text, file_sha256
 from data.specs import DatasetSpec, get_dataset_spec
 
 logger = logging.getLogger(__name__)
@@ -181,6 +181,53 @@ def write_code_file(path: str | Path, codes: np.ndarray, *, tag: str = "") -> st
     an empty motion span).
     """
     return atomic_write_bytes(path, code_file_bytes(codes), tag=tag)
+
+
+def index_code_files(
+    codes_dir: str | Path,
+    dataset_root: str | Path,
+    *,
+    nb_code: int = 512,
+    checkpoint: str | Path | None = None,
+) -> dict[str, Any]:
+    """Write a :data:`CODES_INDEX` for code files made outside ``prepare.tokenize_motions``.
+
+    For code files from elsewhere (e.g. released with a dataset, or written by hand in a test):
+    records the sha256 of every ``<id>.npy`` and ``windows/<id>_<start>_<end>.npy`` and of the motion
+    ``<dataset_root>/new_joint_vecs/<id>.npy`` it stands for (``null`` when there is none), so that
+    code sources can check them from now on. ``checkpoint``: the VQ-VAE they were made with, if known
+    (its sha256 is recorded; otherwise ``"unknown"``, which no configured checkpoint matches).
+    Returns the index (written atomically).
+    """
+    codes_dir = Path(codes_dir)
+    paths = DatasetPaths(dataset_root)
+
+    def entry(code: Path, mid: str) -> dict[str, Any]:
+        motion = paths.vec_file(mid)
+        st = motion.stat() if motion.is_file() else None
+        return {
+            "motion_sha256": file_sha256(motion) if st else None,
+            "motion_size": st.st_size if st else None,
+            "motion_mtime_ns": st.st_mtime_ns if st else None,
+            "codes_sha256": file_sha256(code),
+        }
+
+    windows = {}
+    for p in sorted((codes_dir / "windows").glob("*.npy")):
+        mid, start, end = p.stem.rsplit("_", 2)
+        windows[p.stem] = {"id": mid, "window": [int(start), int(end)], **entry(p, mid)}
+    index = {
+        "format": CODES_INDEX_FORMAT,
+        "checkpoint": str(checkpoint) if checkpoint else "unknown",
+        "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else "unknown",
+        "nb_code": nb_code,
+        "dataset_root": str(dataset_root),
+        "entries": {p.stem: entry(p, p.stem) for p in sorted(codes_dir.glob("*.npy"))},
+        "windows": windows,
+        "adopted": True,
+    }
+    atomic_write_text(codes_dir / CODES_INDEX, json.dumps(index, indent=1) + "\n")
+    return index
 
 
 def read_codes_index(codes_dir: str | Path) -> dict[str, Any]:

@@ -134,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         all_missing.update(report.missing)
         print("\n".join(report.summary_lines()))
     print(f"built in {time.perf_counter() - t0:.1f}s")
+    if isinstance(codes, CodesDirSource) and codes.unchecked:
+        print(
+            f"{len(codes.unchecked)} code files not checked against their motion (no motion file to compare)"
+        )
     missing = missing_summary_lines(all_missing)
     if missing:
         print("\n".join(missing))

@@ -482,23 +482,8 @@ def test_motion_names_and_windows(tmp_path):
 # inspect_annotations CLI
 
 
-def _index_code_files(codes_dir: Path, root: Path) -> None:
-    """A ``codes_index.json`` for hand-made code files (as ``prepare.tokenize_motions`` records them)."""
-    from data.run_folder import file_sha256
-    from data.vq_data import CODES_INDEX, CODES_INDEX_FORMAT
-
-    def entry(code: Path, mid: str) -> dict:
-        motion = root / "new_joint_vecs" / f"{mid}.npy"
-        return {"motion_sha256": file_sha256(motion), "codes_sha256": file_sha256(code)}
-
-    windows = {p.stem: {"id": p.stem.split("_")[0], **entry(p, p.stem.split("_")[0])}
-               for p in (codes_dir / "windows").glob("*.npy")}  # fmt: skip
-    index = {"format": CODES_INDEX_FORMAT, "nb_code": 512, "checkpoint_sha256": "none",
-             "entries": {p.stem: entry(p, p.stem) for p in codes_dir.glob("*.npy")}, "windows": windows}  # fmt: skip
-    (codes_dir / CODES_INDEX).write_text(json.dumps(index))
-
-
 def test_inspect_annotations_cli(tmp_path, capsys):
+    from data.vq_data import index_code_files
     from prepare.inspect_annotations import main
 
     root = tmp_path / "root"
@@ -513,7 +498,7 @@ def test_inspect_annotations_cli(tmp_path, capsys):
     window_file = window_code_file(codes_dir, "000004", (20, 60))
     window_file.parent.mkdir()
     np.save(window_file, np.asarray([CODES["T_000004"]], np.int64))
-    _index_code_files(codes_dir, root)
+    index_code_files(codes_dir, root)  # hand-made code files: record their and their motions' hashes
     ann_dir = tmp_path / "ann"
     for task, _, entry, _, _ in STAGE1_CASES:
         write(ann_dir, TASKS[task].file_name, [{"id": 0, "task": entry.get("task", task), **entry}])
