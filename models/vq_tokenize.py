@@ -242,6 +242,7 @@ def tokenize_dataset(
     empty: list[str] = []
     kept: list[tuple[str, str]] = []  # (relative path, sha256) of reused files
     pending: dict[int, list[tuple[_Item, dict]]] = {}  # crop length -> (item, index entry)
+    empty_todo: list[tuple[_Item, dict]] = []  # items shorter than one code
     for motion_id in tqdm(ids, desc="load", disable=not cfg.progress, leave=False):
         tracker.seen += 1
         try:
@@ -283,12 +284,15 @@ def tokenize_dataset(
                 entry = {"id": motion_id, "window": list(it.window), **entry}
             entries[it.key] = entry
             if not offsets:
-                entry["codes_sha256"] = _write_codes(out, it.path, np.zeros((1, 0), np.int64))
+                empty_todo.append((it, entry))
                 empty.append(it.key)
-                counts["encoded"] += 1
                 continue
             m = (n // vq.frames_per_code) * vq.frames_per_code
             pending.setdefault(m, []).append((it, entry))
+    tracker.finish()  # too many skips fail here, before anything is written
+    for it, entry in empty_todo:
+        entry["codes_sha256"] = _write_codes(out, it.path, np.zeros((1, 0), np.int64))
+        counts["encoded"] += 1
     n_crops = sum(len(e["offsets"]) for group in pending.values() for _, e in group)
     bar = tqdm(total=n_crops, desc="encode", disable=not cfg.progress, leave=False)
     for m, group in sorted(pending.items()):
@@ -313,7 +317,6 @@ def tokenize_dataset(
             entry["codes_sha256"] = _write_codes(out, it.path, np.stack(codes_by_item[i]))
             counts["encoded"] += 1
     bar.close()
-    tracker.finish()
     clip_keys = [k for k in ids if k in entries]
     counts.update(ids=len(clip_keys), windows=len(entries) - len(clip_keys), reused=len(kept),
                   empty=len(empty), skipped=len(tracker.skipped))  # fmt: skip

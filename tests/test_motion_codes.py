@@ -262,6 +262,14 @@ def test_tokenize_command_owns_its_folder_and_refuses_another_checkpoint(own_cop
     (root / "texts" / "000001.txt").unlink()  # counted: no caption file, so no windows for it
     out = tmp_path / "cmd_codes"
     tok = dataclasses.replace(tok, output_dir=str(out))
+    good = np.load(root / "new_joint_vecs" / "000001.npy")
+    bad = good.copy()
+    bad[3, 7] = np.nan
+    np.save(root / "new_joint_vecs" / "000001.npy", bad)
+    with pytest.raises(DatasetFileError, match=r"000001\.npy: 1 frame\(s\) contain NaN"):
+        _tokenize_cli(tok)
+    assert not out.exists()  # inputs are checked before the first byte is written
+    np.save(root / "new_joint_vecs" / "000001.npy", good)
     index = _tokenize_cli(tok)
     assert read_manifest(out)["status"] == "done" and index["counts"]["no_caption_file"] == 1
     assert (index["counts"]["encoded"], index["counts"]["windows"]) == (4, 2)
