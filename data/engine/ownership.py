@@ -118,6 +118,7 @@ class EngineMotions:
         self.flush_seconds = 5.0
         self._lock: FolderLock | None = None
         self._last_flush = 0.0
+        self._dirty = False
         self._tag = ""
 
     # ------------------------------------------------------------------ reading
@@ -145,7 +146,7 @@ class EngineMotions:
 
     @classmethod
     def open(cls, root: str | Path, run: EngineRun) -> EngineMotions:
-        """Lock ``root`` (its ``.run.lock``), read the manifest and remove dead writers' temporaries."""
+        """Lock ``root`` (its ``.run.lock``; created if missing) and read the manifest; ``run`` tags temporaries."""
         lock = FolderLock(root, COMMAND)
         try:
             em = cls.read(root)
@@ -171,8 +172,6 @@ class EngineMotions:
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
-
-    _dirty = False
 
     @property
     def motions(self) -> dict[str, dict[str, Any]]:
@@ -327,7 +326,6 @@ class EngineMotions:
             "output_dir": me.output_dir, "seed": me.seed, "config_hash": me.config_hash,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "superseded": 0,
         }  # fmt: skip
-        self.remove_temporaries()
         self.flush()
 
     def record(self, mid: str, sha256: Mapping[str, str]) -> None:
