@@ -366,7 +366,9 @@ def _without_counts(index: dict) -> dict:
 def _write_codes(out: OutputFolder, path: Path, codes: np.ndarray) -> str:
     """Write one code file through ``out`` (atomically); returns its sha256."""
     data = code_file_bytes(codes)
-    out.write_bytes(path.relative_to(out.root), data)
+    out.write_bytes(
+        path.relative_to(out.root), data, durable=False
+    )  # many small files; the index has their sha256
     return hashlib.sha256(data).hexdigest()
 
 

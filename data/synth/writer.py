@@ -8,8 +8,9 @@
 ```
 
 Every file is written atomically (``data.run_folder.atomic_write``: a temporary file in the same
-folder, then a rename), so a process killed mid-write leaves each file either complete or absent,
-never half-written. A motion is four files, so a killed writer may leave some of them; callers
+folder, then a rename; without fsync, as thousands are written: an OS crash may lose a file, which
+the callers' records detect by size and sha256), so a process killed mid-write leaves each file
+either complete or absent, never half-written. A motion is four files, so a killed writer may leave some of them; callers
 that must know (the data engine) record the files' sha256 (:func:`write_motion_files`) and rewrite
 a motion whose record is incomplete.
 """
@@ -119,7 +120,7 @@ def write_motion_files(
         json.dumps(meta, indent=1, sort_keys=True).encode("utf-8"),
     )
     sha = {
-        rel: atomic_write_bytes(paths.root / rel, data, tag=tag)
+        rel: atomic_write_bytes(paths.root / rel, data, tag=tag, durable=False)
         for rel, data in zip(motion_files(motion_id), contents, strict=True)
     }
     return WrittenMotion(feats, sha)
