@@ -363,13 +363,13 @@ from data.engine.run import EngineConfig, run_engine
 calls = [0]
 real = writer.atomic_write_bytes
 
-def dying(path, data, *, tag=""):
+def dying(path, data, *, tag="", **kw):
     calls[0] += 1
     if calls[0] == int(sys.argv[3]):  # killed in the middle of a file: a half-written temporary
         open(os.path.join(os.path.dirname(path), "." + os.path.basename(path) + "." + tag + "0a1b2c3d.partial"),
              "wb").write(data[: len(data) // 2])
         os.kill(os.getpid(), signal.SIGKILL)
-    return real(path, data, tag=tag)
+    return real(path, data, tag=tag, **kw)
 
 writer.atomic_write_bytes = dying
 run_engine(EngineConfig(dataset_root=sys.argv[1], output_dir=sys.argv[2], seed=3, max_goals=3))
