@@ -144,8 +144,9 @@ class EngineConfig(RunConfig):
     """Write the stage-3 (GRPO) prompt set."""
     force: bool = False
     """Start the output folder's run over: rebuild even when it holds a finished run with the same
-    config, and accept one with another config (its files are replaced; its imperfect motions that
-    no other run uses are rendered again)."""
+    config, and accept one with another config (its files are replaced). Imperfect motions whose
+    recorded files are intact and the same job are still reused; others are rendered again, unless
+    another engine run uses them (see ``overwrite``)."""
     overwrite: bool = False
     """Accept an ``output_dir`` holding another command's run or files of other origin (they are not
     deleted), and re-render imperfect motions another engine run rendered differently under the ids
