@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from data.annotations import (
     GOAL_CAPTION,
@@ -509,3 +510,24 @@ def test_codes_follow_engine_motions_that_another_run_re_rendered(tmp_path, caps
     assert (c["reencoded_motion_changed"], c["encoded"], c["reused"]) == (8, 8, N_MOTIONS + 1)
     assert inspect(second.output_dir) == (0, "")
     assert inspect(first.output_dir)[0] == 1
+
+
+def test_rerun_into_the_same_folder_with_another_seed_needs_force(tmp_path):
+    root, out = tmp_path / "root", tmp_path / "out"
+    _write_root(root)
+    cfg = EngineConfig(dataset_root=str(root), output_dir=str(out), seed=3, max_goals=1)
+    run_engine(cfg)
+    before = tree(tmp_path)
+    with pytest.raises(RunFolderError, match=r"seed was 3 and is 4 now.*pass force=true") as err:
+        run_engine(dataclasses.replace(cfg, seed=4))
+    assert not isinstance(err.value, EngineMotionsError)  # the output folder refuses first
+    assert tree(tmp_path) == before
+    # force: the run starts over; the motions only it used are its own to re-render
+    summary = run_engine(dataclasses.replace(cfg, seed=4, force=True))
+    assert summary.counts["imperfect_rendered"] == 4 and summary.counts["imperfect_taken_over"] == 0
+    owners = json.loads((root / ENGINE_MANIFEST).read_text())
+    assert (
+        list(owners["runs"]) == [read_manifest(out)["run_id"]]
+        and owners["runs"][read_manifest(out)["run_id"]]["seed"] == 4
+    )
+    assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 4
