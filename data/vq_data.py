@@ -13,9 +13,12 @@ Like the reference (shuffle + ``drop_last``), each epoch uses ``len // batch_siz
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +33,7 @@ from data.layout import (
     read_split,
 )
 from data.normalization import FeatureNorm
+from data.run_folder import atomic_write_bytes, atomic_write_text, file_sha256
 from data.specs import DatasetSpec, get_dataset_spec
 
 logger = logging.getLogger(__name__)
@@ -143,7 +147,10 @@ class MotionWindows:
 # ----------------------------------------------------------------------------------------------
 
 CODES_INDEX = "codes_index.json"
-"""Index file in a codes folder: checkpoint, normalisation, and per-id frames/offsets/code count."""
+"""Index file in a codes folder: provenance (checkpoint, normalisation, per-item motion sha256) and
+per-id frames/offsets/code count (``models.vq_tokenize`` documents the fields)."""
+CODES_INDEX_FORMAT = "codes-index/2"
+"""Format of :data:`CODES_INDEX`; version 2 added the content hashes the code sources check."""
 
 
 def code_file(codes_dir: str | Path, motion_id: str) -> Path:
@@ -151,17 +158,100 @@ def code_file(codes_dir: str | Path, motion_id: str) -> Path:
     return Path(codes_dir) / f"{motion_id}.npy"
 
 
-def write_code_file(path: str | Path, codes: np.ndarray) -> None:
-    """Save ``(K, N)`` int64 codes: row k = the clip cropped to ``N * 4`` frames starting at frame k.
+def code_file_bytes(codes: np.ndarray) -> bytes:
+    """The ``.npy`` bytes of a ``(K, N)`` int64 code file (see :func:`write_code_file`).
 
-    ``K`` is the number of crop offsets (the published loaders pick one start in ``[0, T - 4N]``
-    at random per access, so the offsets are the whole augmentation); ``N = 0`` marks a clip
-    shorter than one code (rendered as an empty motion span).
+    Raises:
+        ValueError: ``codes`` is not 2-D with at least one row.
     """
     codes = np.asarray(codes)
     if codes.ndim != 2 or codes.shape[0] < 1:
         raise ValueError(f"write_code_file: codes must be (K>=1, N), got {codes.shape}")
-    np.save(Path(path), codes.astype(np.int64))
+    buf = io.BytesIO()
+    np.save(buf, codes.astype(np.int64), allow_pickle=False)
+    return buf.getvalue()
+
+
+def write_code_file(path: str | Path, codes: np.ndarray, *, tag: str = "") -> str:
+    """Save ``(K, N)`` int64 codes atomically; returns the file's sha256.
+
+    Row k = the clip cropped to ``N * 4`` frames starting at frame k. ``K`` is the number of crop
+    offsets (the published loaders pick one start in ``[0, T - 4N]`` at random per access, so the
+    offsets are the whole augmentation); ``N = 0`` marks a clip shorter than one code (rendered as
+    an empty motion span).
+    """
+    return atomic_write_bytes(path, code_file_bytes(codes), tag=tag)
+
+
+def index_code_files(
+    codes_dir: str | Path,
+    dataset_root: str | Path,
+    *,
+    nb_code: int = 512,
+    checkpoint: str | Path | None = None,
+) -> dict[str, Any]:
+    """Write a :data:`CODES_INDEX` for code files made outside ``prepare.tokenize_motions``.
+
+    For code files from elsewhere (e.g. released with a dataset, or written by hand in a test):
+    records the sha256 of every ``<id>.npy`` and ``windows/<id>_<start>_<end>.npy`` and of the motion
+    ``<dataset_root>/new_joint_vecs/<id>.npy`` it stands for (``null`` when there is none), so that
+    code sources can check them from now on. ``checkpoint``: the VQ-VAE they were made with, if known
+    (its sha256 is recorded; otherwise ``"unknown"``, which no configured checkpoint matches).
+    Returns the index (written atomically).
+    """
+    codes_dir = Path(codes_dir)
+    paths = DatasetPaths(dataset_root)
+
+    def entry(code: Path, mid: str) -> dict[str, Any]:
+        motion = paths.vec_file(mid)
+        st = motion.stat() if motion.is_file() else None
+        return {
+            "motion_sha256": file_sha256(motion) if st else None,
+            "motion_size": st.st_size if st else None,
+            "motion_mtime_ns": st.st_mtime_ns if st else None,
+            "codes_sha256": file_sha256(code),
+        }
+
+    windows = {}
+    for p in sorted((codes_dir / "windows").glob("*.npy")):
+        mid, start, end = p.stem.rsplit("_", 2)
+        windows[p.stem] = {"id": mid, "window": [int(start), int(end)], **entry(p, mid)}
+    index = {
+        "format": CODES_INDEX_FORMAT,
+        "checkpoint": str(checkpoint) if checkpoint else "unknown",
+        "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else "unknown",
+        "nb_code": nb_code,
+        "dataset_root": str(dataset_root),
+        "entries": {p.stem: entry(p, p.stem) for p in sorted(codes_dir.glob("*.npy"))},
+        "windows": windows,
+        "adopted": True,
+    }
+    atomic_write_text(codes_dir / CODES_INDEX, json.dumps(index, indent=1) + "\n")
+    return index
+
+
+def read_codes_index(codes_dir: str | Path) -> dict[str, Any]:
+    """The :data:`CODES_INDEX` of a codes folder (format :data:`CODES_INDEX_FORMAT`).
+
+    Raises:
+        DatasetFileError: the index is missing, unreadable, or of an earlier format (whose code
+            files carry no provenance); the fix is to tokenise again.
+    """
+    path = Path(codes_dir) / CODES_INDEX
+    fix = f"run `python -m prepare.tokenize_motions output_dir={codes_dir} ...` to (re)write the code files"
+    if not path.is_file():
+        raise DatasetFileError(f"{path} not found: the code files' provenance is unknown; {fix}")
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DatasetFileError(f"{path}: unreadable codes index ({err}); {fix}") from err
+    if not isinstance(index, dict) or index.get("format") != CODES_INDEX_FORMAT:
+        got = index.get("format", "none") if isinstance(index, dict) else type(index).__name__
+        raise DatasetFileError(
+            f"{path}: codes index format {got!r}, expected {CODES_INDEX_FORMAT!r} (an earlier version "
+            f"recorded no content hashes, so its codes cannot be checked against their motions); {fix}"
+        )
+    return index
 
 
 def read_code_file(path: str | Path, nb_code: int = 512) -> np.ndarray:
@@ -173,6 +263,11 @@ def read_code_file(path: str | Path, nb_code: int = 512) -> np.ndarray:
     """
     path = Path(path)
     codes = load_npy(path, "code file", "; run `python -m prepare.tokenize_motions` for this dataset")
+    return check_codes(codes, path, nb_code)
+
+
+def check_codes(codes: np.ndarray, path: str | Path, nb_code: int = 512) -> np.ndarray:
+    """Validate loaded codes of ``path`` as :func:`read_code_file` does; returns them as int64."""
     if codes.ndim != 2 or codes.shape[0] < 1 or not np.issubdtype(codes.dtype, np.integer):
         raise DatasetFileError(f"{path}: expected (K>=1, N) integer codes, got {codes.shape} {codes.dtype}")
     bad = np.argwhere((codes < 0) | (codes >= nb_code))

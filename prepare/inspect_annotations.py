@@ -12,7 +12,10 @@ the original ``prompt_template-2.json`` (sha256-checked); writes nothing. See
 ``data.inspect_annotations`` for what is built. Exit status: 0 when every file is well formed
 (missing motion files are reported, all of them and counted, and do not fail the run unless
 ``--fail-on-missing``), 1 on a malformed file or bad input (the message names the file, the entry id
-and the field), 3 with ``--fail-on-missing`` when motions are missing.
+and the field) or on provenance that does not hold (``--codes-dir``: a motion changed after it was
+tokenised, or a code file not in ``codes_index.json``, see ``data.motion_codes.CodesDirSource``;
+``--annotations-dir`` of a data-engine output: its imperfect motions were re-rendered since, see
+``data.engine.run.check_imperfect_motions``), 3 with ``--fail-on-missing`` when motions are missing.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ import time
 from collections import Counter
 
 from data.annotations import AnnotationError, MotionResolver, read_annotation_file
+from data.engine.run import check_imperfect_motions
 from data.inspect_annotations import InspectConfig, inspect_file, missing_summary_lines
 from data.motion_codes import CodesDirSource
 from data.normalization import FeatureNorm
 from data.prompts import ORIGINAL_TEMPLATE_SHA256
+from data.run_folder import ProvenanceError
 from data.sft_examples import CodeLookup
 from data.specs import get_dataset_spec
 from models.vq_tokenize import VQCodeSource
@@ -113,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         pools = cfg.prompt_pools()
         resolver = MotionResolver([cfg.dataset_root, *cfg.extra_roots], dataset=cfg.dataset)
         codes = code_source(cfg, resolver)
+        if cfg.annotations_dir:
+            check_imperfect_motions(cfg.annotations_dir)  # an engine output: its motions are still its own
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -121,12 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     for path in cfg.annotation_files():
         try:
             report = inspect_file(read_annotation_file(path), codes, pools, cfg.seed, cfg.build_options())
-        except AnnotationError as err:
+        except (AnnotationError, ProvenanceError) as err:  # a malformed file, or codes of other motions
             print(f"error: {err}", file=sys.stderr)
             return 1
         all_missing.update(report.missing)
         print("\n".join(report.summary_lines()))
     print(f"built in {time.perf_counter() - t0:.1f}s")
+    if isinstance(codes, CodesDirSource) and codes.unchecked:
+        print(
+            f"{len(codes.unchecked)} code files not checked against their motion (no motion file to compare)"
+        )
     missing = missing_summary_lines(all_missing)
     if missing:
         print("\n".join(missing))

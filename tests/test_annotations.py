@@ -496,6 +496,7 @@ def test_motion_names_and_windows(tmp_path):
 
 
 def test_inspect_annotations_cli(tmp_path, capsys):
+    from data.vq_data import index_code_files
     from prepare.inspect_annotations import main
 
     root = tmp_path / "root"
@@ -510,6 +511,7 @@ def test_inspect_annotations_cli(tmp_path, capsys):
     window_file = window_code_file(codes_dir, "000004", (20, 60))
     window_file.parent.mkdir()
     np.save(window_file, np.asarray([CODES["T_000004"]], np.int64))
+    index_code_files(codes_dir, root)  # hand-made code files: record their and their motions' hashes
     ann_dir = tmp_path / "ann"
     for task, _, entry, _, _ in STAGE1_CASES:
         write(ann_dir, TASKS[task].file_name, [{"id": 0, "task": entry.get("task", task), **entry}])

@@ -2,28 +2,59 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from data.annotations import GOAL_CAPTION, GOAL_MOTION, TASKS, MotionResolver, read_annotation_file
+from data.annotations import (
+    GOAL_CAPTION,
+    GOAL_MOTION,
+    TASKS,
+    MotionResolver,
+    read_annotation_file,
+    write_annotation_file,
+)
+from data.engine.ownership import ENGINE_LIST, ENGINE_MANIFEST, EngineMotionsError
 from data.engine.perturb import CHANGE_KINDS, Change, apply_changes, imperfect_ladder
 from data.engine.phrasing import assess, describe_program
-from data.engine.run import ENGINE_LIST, STAGE3_FILE, EngineConfig, parse_stated, run_engine
+from data.engine.run import STAGE3_FILE, EngineConfig, annotation_file_text, parse_stated, run_engine
 from data.layout import read_captions
 from data.motion_repr import joints_to_features, recover_from_ric
+from data.run_folder import FolderLock, RunFolderError, file_sha256, read_manifest
 from data.synth.body import Subject
 from data.synth.program import ActionSpec, MotionProgram
 from data.synth.render import render_program
 from data.synth.sampling import sample_program
+from data.synth.writer import motion_files
 
 N_MOTIONS = 6
 ROOT_SEED = 13
 """Programs of the tiny root: with engine seed 3 their ladders use every change kind (asserted)."""
 WINDOWED_TASKS = ("stage0_t2m", "t2m_direct_generation", "m2t_motion_caption")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tree(root: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under ``root``, hidden ones included (``/`` for folders)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            out[Path(dirpath, d).relative_to(root).as_posix() + "/"] = ""
+        for f in filenames:
+            p = Path(dirpath, f)
+            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
 
 
 def _write_root(root: Path, seed: int = ROOT_SEED) -> None:
@@ -215,19 +246,183 @@ def test_workers_give_byte_identical_files(engine_run):
 
 def test_rerun_is_idempotent_and_foreign_ids_are_refused(engine_run, tmp_path):
     base, cfg, summary = engine_run
+    before = tree(base / "root_a")
     again = run_engine(
         EngineConfig(dataset_root=cfg.dataset_root, output_dir=cfg.output_dir, seed=3, workers=2)
     )
     assert again.seconds == summary.seconds  # finished run with the same config: skipped
-    run_engine(
+    assert tree(base / "root_a") == before
+    # same seed, other output folder, fewer goals: the same bytes under the same ids, so shared
+    small = run_engine(
         EngineConfig(dataset_root=cfg.dataset_root, output_dir=str(tmp_path / "o"), seed=3, max_goals=2)
     )
-    np.save(base / "root_b" / "new_joint_vecs" / "900100.npy", np.zeros((4, 263), np.float32))
+    assert small.counts["imperfect_reused"] == 8 and small.counts["imperfect_rendered"] == 0
+    assert {k: v for k, v in tree(base / "root_a").items() if not k.startswith("engine_motions")} == {
+        k: v for k, v in before.items() if not k.startswith("engine_motions")
+    }
+    owners = json.loads((base / "root_a" / ENGINE_MANIFEST).read_text())
+    assert len(owners["motions"]["900000"]["runs"]) == 2 and len(owners["motions"]["900023"]["runs"]) == 1
+    # files in the id range that no engine run recorded are never written over, even with overwrite
     root_c = tmp_path / "root_c"
-    shutil.copytree(base / "root_b", root_c)
-    (root_c / ENGINE_LIST).unlink()
-    with pytest.raises(ValueError, match="collides"):
-        run_engine(EngineConfig(dataset_root=str(root_c), output_dir=str(tmp_path / "o2"), seed=3))
+    _write_root(root_c)
+    np.save(root_c / "new_joint_vecs" / "900005.npy", np.zeros((4, 263), np.float32))
+    before_c = tree(root_c)
+    for overwrite in (False, True):
+        with pytest.raises(
+            EngineMotionsError, match=r"collides with existing motions 900005 .*imperfect_id_start=900024"
+        ):
+            run_engine(EngineConfig(dataset_root=str(root_c), output_dir=str(tmp_path / "o2"), seed=3,
+                                    overwrite=overwrite))  # fmt: skip
+        assert tree(root_c) == before_c and not (tmp_path / "o2").exists()
+
+
+def test_summary_counts_what_was_left_out_or_reused(engine_run):
+    base, cfg, summary = engine_run
+    stored = json.loads((Path(cfg.output_dir) / "engine_summary.json").read_text())
+    assert stored["counts"] == summary.counts
+    c = summary.counts
+    assert c["imperfect_rendered"] == 4 * N_MOTIONS and c["imperfect_reused"] == 0
+    assert c["subclip_captions_left_out"] == 1  # motion 0's sub-clip caption: caption tasks only
+    assert c["goals_without_whole_clip_captions"] == 0 and c["stated_keys_ignored"] == 0
+    # every non-last rung plans two changes, the last one; the counted fallbacks are the rungs short of that
+    ladders = json.loads((Path(cfg.output_dir) / "imperfect_motions.json").read_text())
+    short = 0
+    for mid, rec in ladders.items():
+        changes = json.loads((base / "root_a" / "attributes" / f"{mid}.json").read_text())["engine"][
+            "changes"
+        ]
+        planned = 0 if rec["rung"] == 0 else (1 if rec["rung"] == 3 else 2)
+        short += planned > 0 and (len(changes) < planned or changes[0]["kind"] == "family")
+    assert c["ladder_rungs_unrelated_fallback"] + c["ladder_rungs_fewer_changes"] == short
+    ignored: Counter = Counter()
+    assert parse_stated(["0.speed", "0.colour", "relation", "1.family"], "x", ignored) == {(0, "speed")}
+    assert ignored == {"colour": 1}
+
+
+def test_annotation_files_are_the_released_serialisation(engine_run, tmp_path):
+    _, cfg, _ = engine_run
+    for task in ("stage0_t2m", "irmogen_cot"):
+        path = Path(cfg.output_dir) / TASKS[task].file_name
+        f = read_annotation_file(path)
+        info = json.loads(path.read_text())["info"]
+        assert (
+            write_annotation_file(tmp_path / "x.json", f.annotations, info).read_bytes() == path.read_bytes()
+        )
+        assert annotation_file_text(f.annotations, info).encode() == path.read_bytes()
+
+
+def test_second_engine_run_with_another_seed_is_refused(tmp_path):
+    """Issue 10: a second run with another seed re-rendered the first run's imperfect motions."""
+    root = tmp_path / "root"
+    _write_root(root)
+    first = EngineConfig(dataset_root=str(root), output_dir=str(tmp_path / "a"), seed=3, max_goals=2)
+    run_a = run_engine(first)
+    owners = json.loads((root / ENGINE_MANIFEST).read_text())
+    run_id_a = read_manifest(first.output_dir)["run_id"]
+    assert set(owners["runs"]) == {run_id_a}
+    assert owners["motions"]["900007"]["runs"] == [run_id_a]
+    files = owners["motions"]["900007"]["files"]
+    assert files["new_joint_vecs/900007.npy"]["sha256"] == file_sha256(root / "new_joint_vecs" / "900007.npy")
+    before = tree(tmp_path)
+
+    second = EngineConfig(dataset_root=str(root), output_dir=str(tmp_path / "b"), seed=4, max_goals=2)
+    with pytest.raises(EngineMotionsError) as err:
+        run_engine(second)
+    msg = str(err.value)
+    for part in (f"run {run_id_a}", f"output_dir {tmp_path / 'a'}", "seed 3", "seed 4", "900000..900007",
+                 "imperfect_root=DIR", "imperfect_id_start=900008", "overwrite=true"):  # fmt: skip
+        assert part in msg, part
+    assert tree(tmp_path) == before  # nothing written: not the root, not the new output folder
+
+    # the fix it names: render beside them; both runs then keep their own motions
+    run_b = run_engine(dataclasses.replace(second, imperfect_id_start=900008))
+    assert run_b.counts["imperfect_rendered"] == 8
+    assert run_engine(first).seconds == run_a.seconds  # the first run is still finished and intact
+    listed = (root / ENGINE_LIST).read_text().split()
+    assert listed == [str(900000 + k) for k in range(16)]
+
+    # overwrite=true re-renders only engine motion files, and the first run notices
+    goals = {k: v for k, v in tree(root).items() if not k.split("/")[-1].startswith("9000")}
+    run_c = run_engine(dataclasses.replace(second, output_dir=str(tmp_path / "c"), overwrite=True))
+    assert run_c.counts["imperfect_taken_over"] == 8 and run_c.counts["imperfect_rendered"] == 0 + 8
+    after = tree(root)
+    assert {k: after[k] for k in goals if not k.startswith("engine_motions")} == {
+        k: v for k, v in goals.items() if not k.startswith("engine_motions")
+    }
+    assert after["new_joint_vecs/900007.npy"] != before["root/new_joint_vecs/900007.npy"]
+    owners = json.loads((root / ENGINE_MANIFEST).read_text())
+    assert owners["runs"][run_id_a]["superseded"] == 8
+    with pytest.raises(EngineMotionsError, match=f"output_dir {tmp_path / 'c'}"):
+        run_engine(first)  # its finished summary no longer describes the root: it reruns, and is refused
+
+
+_KILL_CHILD = """
+import os, signal, sys
+import data.synth.writer as writer
+from data.engine.run import EngineConfig, run_engine
+
+calls = [0]
+real = writer.atomic_write_bytes
+
+def dying(path, data, *, tag="", **kw):
+    calls[0] += 1
+    if calls[0] == int(sys.argv[3]):  # killed in the middle of a file: a half-written temporary
+        open(os.path.join(os.path.dirname(path), "." + os.path.basename(path) + "." + tag + "0a1b2c3d.partial"),
+             "wb").write(data[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(path, data, tag=tag, **kw)
+
+writer.atomic_write_bytes = dying
+run_engine(EngineConfig(dataset_root=sys.argv[1], output_dir=sys.argv[2], seed=3, max_goals=3))
+"""
+
+
+def test_killed_engine_run_leaves_no_half_motion_and_the_rerun_finishes(tmp_path, engine_run):
+    """Issue 10: an interrupted engine run left half-written motions that blocked the rerun."""
+    base, _, _ = engine_run
+    root, out = tmp_path / "root", tmp_path / "out"
+    _write_root(root)
+    # killed in the 5th motion's third file (4 files a motion): 4 motions complete, the 5th half
+    proc = subprocess.run([sys.executable, "-c", _KILL_CHILD, str(root), str(out), str(4 * 4 + 3)],
+                          cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert (root / "new_joint_vecs" / "900004.npy").is_file() and not (root / "texts" / "900004.txt").exists()
+    assert [p.name for p in (root / "texts").iterdir() if p.name.endswith(".partial")]
+    assert read_manifest(out)["status"] == "running"
+    claimed = json.loads((root / ENGINE_MANIFEST).read_text())["motions"]
+    assert len(claimed) == 12 and claimed["900004"]["files"] is None
+
+    summary = run_engine(EngineConfig(dataset_root=str(root), output_dir=str(out), seed=3, max_goals=3))
+    assert summary.counts["temporaries_removed"] == 1
+    assert summary.counts["imperfect_rendered"] + summary.counts["imperfect_reused"] == 12
+    assert summary.counts["imperfect_rendered"] >= 8  # at least the motions the killed run never finished
+    assert not [p for p in root.rglob("*.partial")] and not (root / ".run.lock").exists()
+    assert read_manifest(out)["status"] == "done"
+    # byte-identical to the uninterrupted run of the module fixture (same root programs, same seed)
+    for mid in (root / ENGINE_LIST).read_text().split():
+        for rel in motion_files(mid):
+            assert (root / rel).read_bytes() == (base / "root_a" / rel).read_bytes(), rel
+    for name in [TASKS["irmogen_cot"].file_name, STAGE3_FILE]:
+        small = EngineConfig(
+            dataset_root=str(base / "root_a"), output_dir=str(tmp_path / "ref"), seed=3, max_goals=3
+        )
+        if not (tmp_path / "ref").exists():
+            run_engine(small)
+        assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+
+
+def test_two_engine_runs_on_one_root_do_not_interleave(tmp_path):
+    root = tmp_path / "root"
+    _write_root(root)
+    lock = FolderLock(root, "data.synth")  # e.g. data.synth still writing the dataset
+    try:
+        with pytest.raises(RunFolderError, match="locked by data.synth"):
+            run_engine(
+                EngineConfig(dataset_root=str(root), output_dir=str(tmp_path / "o"), seed=3, max_goals=1)
+            )
+    finally:
+        lock.release()
+    assert not (tmp_path / "o").exists() and not (root / ENGINE_MANIFEST).exists()
 
 
 def test_assessments_are_true_by_construction():
@@ -266,3 +461,73 @@ def test_engine_configs_load(path):
 
     cfg = load_config(EngineConfig, Path(__file__).resolve().parents[1] / path)
     assert cfg.variants_per_goal == 4 and cfg.split == "train"
+
+
+def test_codes_follow_engine_motions_that_another_run_re_rendered(tmp_path, capsys):
+    """Issue 10: after a second engine run re-rendered the imperfect motions, tokenisation reused the
+    old code files by id, so codes no longer matched their motions, without a word."""
+    import torch
+
+    from data.normalization import FeatureNorm
+    from models.vq_tokenize import TokenizeConfig, tokenize_dataset
+    from models.vqvae import MotionVQVAE, VQVAEConfig
+    from prepare.inspect_annotations import main as inspect_main
+
+    root = tmp_path / "root"
+    _write_root(root)
+    first = EngineConfig(dataset_root=str(root), output_dir=str(tmp_path / "a"), seed=3, max_goals=2)
+    run_engine(first)
+    torch.manual_seed(0)
+    vq = MotionVQVAE(263, VQVAEConfig(nb_code=512, code_dim=16, output_emb_width=16, width=16, depth=1))
+    vq.save_checkpoint(tmp_path / "vq.pth")
+    tok = TokenizeConfig(dataset_root=str(root), vq_checkpoint=str(tmp_path / "vq.pth"), progress=False,
+                         output_dir=str(tmp_path / "codes"), splits=("all", "engine_motions"))  # fmt: skip
+    norm = FeatureNorm.identity(263)
+    index = tokenize_dataset(tok, vq, norm)
+    assert index["counts"]["ids"] == N_MOTIONS + 8
+
+    def inspect(out: str) -> tuple[int, str]:
+        capsys.readouterr()  # drop the progress bars written so far
+        rc = inspect_main(
+            ["--dataset-root", str(root), "--codes-dir", tok.output_dir, "--annotations-dir", out]
+        )
+        return rc, capsys.readouterr().err
+
+    assert inspect(first.output_dir) == (0, "")
+    second = EngineConfig(
+        dataset_root=str(root), output_dir=str(tmp_path / "b"), seed=4, max_goals=2, overwrite=True
+    )
+    run_engine(second)
+    rc, err = inspect(second.output_dir)
+    assert rc == 1 and "900000.npy was encoded from a motion with sha256" in err and "re-rendered" in err
+    # the first run's annotation files no longer describe the motions in the root: said so, not built
+    rc, err = inspect(first.output_dir)
+    assert (
+        rc == 1 and f"annotation files in {first.output_dir} describe imperfect motions that changed" in err
+    )
+    index = tokenize_dataset(tok, vq, norm)
+    c = index["counts"]
+    assert (c["reencoded_motion_changed"], c["encoded"], c["reused"]) == (8, 8, N_MOTIONS + 1)
+    assert inspect(second.output_dir) == (0, "")
+    assert inspect(first.output_dir)[0] == 1
+
+
+def test_rerun_into_the_same_folder_with_another_seed_needs_force(tmp_path):
+    root, out = tmp_path / "root", tmp_path / "out"
+    _write_root(root)
+    cfg = EngineConfig(dataset_root=str(root), output_dir=str(out), seed=3, max_goals=1)
+    run_engine(cfg)
+    before = tree(tmp_path)
+    with pytest.raises(RunFolderError, match=r"seed was 3 and is 4 now.*pass force=true") as err:
+        run_engine(dataclasses.replace(cfg, seed=4))
+    assert not isinstance(err.value, EngineMotionsError)  # the output folder refuses first
+    assert tree(tmp_path) == before
+    # force: the run starts over; the motions only it used are its own to re-render
+    summary = run_engine(dataclasses.replace(cfg, seed=4, force=True))
+    assert summary.counts["imperfect_rendered"] == 4 and summary.counts["imperfect_taken_over"] == 0
+    owners = json.loads((root / ENGINE_MANIFEST).read_text())
+    assert (
+        list(owners["runs"]) == [read_manifest(out)["run_id"]]
+        and owners["runs"][read_manifest(out)["run_id"]]["seed"] == 4
+    )
+    assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 4

@@ -73,6 +73,7 @@ def test_inspect_config_rejects_a_malformed_digest_and_sources():
 
 
 def test_inspect_cli_digest_flag(tmp_path, template_file, capsys):
+    from data.vq_data import index_code_files
     from prepare.inspect_annotations import main
 
     path, digest = template_file
@@ -80,6 +81,7 @@ def test_inspect_cli_digest_flag(tmp_path, template_file, capsys):
     (root / "new_joint_vecs").mkdir(parents=True)
     codes.mkdir()
     np.save(codes / "000002.npy", np.asarray([[5, 6]], np.int64))
+    index_code_files(codes, root)  # hand-made code files (no motion file: counted as unchecked)
     entry = {"id": 0, "task": "t2m_direct_generation", "motions": {"<Goal_Motion>": {"motion_name": "000002", "f_tag": 0.0, "to_tag": 0.0}},
              "text": {"<Goal_Caption>": ["a man walks."]},
              "conversations": [{"from": "system", "value": "<General_System_Prompt>"}, {"from": "human", "value": "<Text2Motion_Template>"},
@@ -89,7 +91,9 @@ def test_inspect_cli_digest_flag(tmp_path, template_file, capsys):
     ann.write_text(json.dumps({"info": {}, "annotations": [entry]}))
     base = ["--dataset-root", str(root), "--codes-dir", str(codes), "--prompt-template", str(path), str(ann)]
     assert main([*base, "--prompt-template-sha256", digest]) == 0
-    assert "task t2m_direct_generation: 1 examples" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "task t2m_direct_generation: 1 examples" in out
+    assert "1 code files not checked against their motion" in out
     assert main([*base, "--prompt-template-sha256", WRONG]) == 1
     err = capsys.readouterr().err
     assert f"sha256 {digest} differs from the expected prompt_template_sha256 {WRONG}" in err

@@ -12,6 +12,7 @@ import torch
 from data.config import load_config
 from data.layout import DatasetFileError, SkipTracker
 from data.normalization import FeatureNorm
+from data.run_folder import RunFolderError
 from data.runtime import set_seed
 from data.specs import get_dataset_spec
 from data.vq_data import MotionWindows, load_clips, read_code_file
@@ -339,10 +340,10 @@ def test_train_and_tokenize_scripts(make_tiny_dataset, tmp_path: Path):
         DatasetFileError, match="bad_codes.npy: 1 code.*outside 0..31, first at row 1, position 1: 40"
     ):
         read_code_file(tmp_path / "bad_codes.npy", nb_code=32)
-    # Same checkpoint: kept; different crops setting: refused.
+    # Same checkpoint: kept; different crops setting: refused (the run folder names the key and the fix).
     again = tokenize_motions.main([*tok, "on_error=skip", "max_skip_fraction=0.2"])
     assert again["entries"] == index["entries"]
-    with pytest.raises(DatasetFileError, match="force=true"):
+    with pytest.raises(RunFolderError, match='crops was "all" and is "first" now.*force=true'):
         tokenize_motions.main([*tok, "crops=first"])
 
 

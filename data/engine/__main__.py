@@ -2,7 +2,10 @@
 
 Builds the stage-0/1/2 annotation files and the stage-3 prompt set from a SynthML root (see
 ``data.engine.run``). ``--dataset-root``/``--out`` override ``dataset_root``/``output_dir`` of the
-config; any other ``EngineConfig`` field can be set as ``key=value``.
+config; any other ``EngineConfig`` field can be set as ``key=value``. A rerun with the same config
+skips a finished run; ``force=true`` starts the output folder's run over; ``overwrite=true`` accepts a
+folder (or imperfect motions) of another run. Refusals exit 1 with the reason and the fix, having
+written nothing (see ``data.engine.run`` and ``data.engine.ownership``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 from data.config import ConfigError, load_config
 from data.engine.run import EngineConfig, run_engine
 from data.layout import DatasetFileError
+from data.run_folder import RunFolderError
 from data.runtime import set_seed, setup_logging
 
 
@@ -36,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(EngineConfig, args.config, overrides)
         set_seed(cfg.seed)
         summary = run_engine(cfg)
-    except (ConfigError, DatasetFileError, ValueError) as err:
+    except (ConfigError, DatasetFileError, ValueError, RunFolderError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(json.dumps(summary.to_dict(), indent=1, default=str))

@@ -6,12 +6,21 @@
 <root>/texts/<id>.txt             caption#word/POS ...#from#to, one line per caption
 <root>/attributes/<id>.json       the structured description and per-caption stated attributes
 ```
+
+Every file is written atomically (``data.run_folder.atomic_write``: a temporary file in the same
+folder, then a rename; without fsync, as thousands are written: an OS crash may lose a file, which
+the callers' records detect by size and sha256), so a process killed mid-write leaves each file
+either complete or absent, never half-written. A motion is four files, so a killed writer may leave some of them; callers
+that must know (the data engine) record the files' sha256 (:func:`write_motion_files`) and rewrite
+a motion whose record is incomplete.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +28,27 @@ import numpy as np
 
 from data.layout import DatasetPaths
 from data.motion_repr import joints_to_features, recover_from_ric
+from data.run_folder import atomic_write_bytes
 from data.specs import DatasetSpec, get_dataset_spec
 from data.synth.captions import Caption
+
+
+def motion_files(motion_id: str) -> tuple[str, ...]:
+    """Relative paths of a motion's four files: features, joints, captions, attributes."""
+    rel = DatasetPaths(Path())
+    files = (rel.vec_file(motion_id), rel.joint_file(motion_id), rel.text_file(motion_id),
+             rel.attributes_file(motion_id))  # fmt: skip
+    return tuple(p.as_posix() for p in files)
+
+
+@dataclass(frozen=True)
+class WrittenMotion:
+    """What :func:`write_motion_files` wrote."""
+
+    features: np.ndarray
+    """``(T-1, D)`` float32 features as written."""
+    sha256: dict[str, str]
+    """``{relative path: hex sha256}`` of the four files (see :func:`motion_files`)."""
 
 
 def write_motion(
@@ -30,8 +58,10 @@ def write_motion(
     captions: Sequence[Caption],
     attributes: dict[str, Any],
     dataset: str | DatasetSpec = "humanml3d",
+    *,
+    tag: str = "",
 ) -> np.ndarray:
-    """Write features, canonical joints, captions and attributes of one motion.
+    """Write features, canonical joints, captions and attributes of one motion (atomically).
 
     Args:
         root: dataset folder (sub-folders are created).
@@ -41,10 +71,26 @@ def write_motion(
         attributes: JSON-safe dict (program, subject, style seed, ...); ``captions`` (text, stated
             attributes, from/to per line) and frame counts are added.
         dataset: dataset name or spec.
+        tag: put into the names of the temporary files (e.g. ``"<run id>-"``), so that the
+            temporaries of a killed writer can be found and removed.
 
     Returns:
         ``(T-1, D)`` float32 features as written.
     """
+    return write_motion_files(root, motion_id, joints, captions, attributes, dataset, tag=tag).features
+
+
+def write_motion_files(
+    root: str | Path,
+    motion_id: str,
+    joints: np.ndarray,
+    captions: Sequence[Caption],
+    attributes: dict[str, Any],
+    dataset: str | DatasetSpec = "humanml3d",
+    *,
+    tag: str = "",
+) -> WrittenMotion:
+    """:func:`write_motion`, also returning the sha256 of each file written."""
     spec = get_dataset_spec(dataset)
     if not captions:
         raise ValueError(f"write_motion({motion_id!r}): at least one caption is required")
@@ -58,11 +104,6 @@ def write_motion(
         np.float32
     )
     canon = np.asarray(recover_from_ric(feats, spec.joints_num), dtype=np.float32)
-    for folder in (paths.vecs_dir, paths.joints_dir, paths.texts_dir, paths.attributes_dir):
-        folder.mkdir(parents=True, exist_ok=True)
-    np.save(paths.vec_file(motion_id), feats)
-    np.save(paths.joint_file(motion_id), canon)
-    paths.text_file(motion_id).write_text("".join(c.to_line() + "\n" for c in captions))
     meta = dict(attributes)
     meta.update(
         id=motion_id,
@@ -72,8 +113,23 @@ def write_motion(
         rendered_frames=int(np.asarray(joints).shape[0]),
         captions=[c.to_dict() for c in captions],
     )
-    paths.attributes_file(motion_id).write_text(json.dumps(meta, indent=1, sort_keys=True))
-    return feats
+    contents = (
+        _npy_bytes(feats),
+        _npy_bytes(canon),
+        "".join(c.to_line() + "\n" for c in captions).encode("utf-8"),
+        json.dumps(meta, indent=1, sort_keys=True).encode("utf-8"),
+    )
+    sha = {
+        rel: atomic_write_bytes(paths.root / rel, data, tag=tag, durable=False)
+        for rel, data in zip(motion_files(motion_id), contents, strict=True)
+    }
+    return WrittenMotion(feats, sha)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
 
 
 def read_attributes(root: str | Path, motion_id: str) -> dict[str, Any]:
