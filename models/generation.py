@@ -628,7 +628,9 @@ def refinement_loop(
     if max_rounds < 0:
         raise ValueError(f"refinement_loop: max_rounds={max_rounds} must be >= 0")
     if first_captions is not None and len(first_captions) != len(captions):
-        raise ValueError(f"refinement_loop: {len(first_captions)} first_captions for {len(captions)} captions")
+        raise ValueError(
+            f"refinement_loop: {len(first_captions)} first_captions for {len(captions)} captions"
+        )
     decode = decode or decode_config_for_task(task)
     base_id = tokenizer.convert_tokens_to_ids(MOTION_START)
     stats = stats if stats is not None else ParseStatsTable()

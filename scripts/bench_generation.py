@@ -8,9 +8,11 @@ that holds the 514 motion tokens as added tokens. Three implementations of the s
 - ``ours``: ``models.generation.refinement_loop`` (one batched KV-cache generator; finished rows
   leave the batch; only samples still refining are generated; each call reuses the cached prefix
   it shares with the sample's previous prompt);
-- ``hf_batched`` (b): the published loop: every call is one ``model.generate`` on the whole
-  left-padded batch, re-encoding each prompt, and every round generates all samples (stopped ones
-  are discarded afterwards);
+- ``hf_batched`` (b): the published loop: every call is ``model.generate`` on left-padded batches
+  of ``ref_batch_size`` (default 32 like ours; the README's stage-1 command uses 8, and with
+  ``ref_scores=true`` the motion calls keep their per-step scores as the published P1 parser
+  does), re-encoding each prompt, and every round generates all samples (stopped ones are
+  discarded afterwards);
 - ``hf_single`` (a): the same loop with ``model.generate`` on one prompt at a time.
 
 Random weights never emit stop tokens, so a logits processor, identical on every side, scripts
@@ -35,6 +37,7 @@ Run from the repository root::
 
     OMP_NUM_THREADS=1 .venv/bin/python -m scripts.bench_generation threads=1
     OMP_NUM_THREADS=2 .venv/bin/python -m scripts.bench_generation threads=2 out=bench.json
+    OMP_NUM_THREADS=1 .venv/bin/python -m scripts.bench_generation sides=ours,hf_batched ref_batch_size=8 ref_scores=true
 """
 
 from __future__ import annotations
@@ -83,7 +86,12 @@ class BenchConfig:
     rounds: int = 3
     """Refinement rounds after round 0."""
     batch_size: int = 32
-    """Rows per batch for ``ours`` and ``hf_batched``."""
+    """Rows per batch for ``ours``."""
+    ref_batch_size: int = 32
+    """Rows per ``model.generate`` call for ``hf_batched`` (the README's stage-1 command uses 8)."""
+    ref_scores: bool = False
+    """``hf_batched``/``hf_single`` keep the per-step scores of the motion calls, as the published
+    P1 parser needs (``output_scores=True``); tiny here (1,194 columns), 1 GB/sample at 256k."""
     hidden: int = 256
     """Model width."""
     layers: int = 4
@@ -233,7 +241,7 @@ class ScriptProcessor(LogitsProcessor):
 
 
 def hf_generate(
-    model, tok, prompts: list[str], script: Script, batch_size: int, max_new: int
+    model, tok, prompts: list[str], script: Script, batch_size: int, max_new: int, scores: bool = False
 ) -> list[list[int]]:
     """Completion ids per prompt, cut after the first stop id (``model.generate`` pads after it)."""
     out: list[list[int]] = []
@@ -247,21 +255,24 @@ def hf_generate(
                 eos_token_id=list(STOP_IDS),
                 pad_token_id=0,
                 logits_processor=[ScriptProcessor(script, enc["input_ids"], pad_id=0)],
+                output_scores=scores,
+                return_dict_in_generate=scores,
             )
+        if scores:
+            ids = ids.sequences
         for row in ids[:, enc["input_ids"].shape[1] :].tolist():
             cut = next((i for i, t in enumerate(row) if t in STOP_IDS), len(row) - 1)
             out.append(row[: cut + 1])
     return out
 
 
-def published_loop(model, tok, captions, rounds, script, batch_size, max_new):
+def published_loop(model, tok, captions, rounds, script, batch_size, max_new, scores=False):
     """Section 8.5 as the reference runs it: whole batches every call, flags select the results."""
     base = tok.convert_tokens_to_ids(MOTION_START)
 
     def motions(kind, values):
-        comps = hf_generate(
-            model, tok, [build_inference_prompt(kind, v) for v in values], script, batch_size, max_new
-        )
+        prompts = [build_inference_prompt(kind, v) for v in values]
+        comps = hf_generate(model, tok, prompts, script, batch_size, max_new, scores=scores)
         return [parse_task_completion(kind, c, base_id=base, stop_ids=STOP_IDS).codes or [0] for c in comps]
 
     from_text = [{GC: c} for c in captions]
@@ -326,8 +337,8 @@ def run_side(cfg: BenchConfig, side: str, workload: str) -> dict:
         )
         outputs = [{"motions": r.motions, "stopped_at": r.stopped_at} for r in res]
     else:
-        batch = cfg.batch_size if side == "hf_batched" else 1
-        outputs = published_loop(model, tok, captions, cfg.rounds, script, batch, max_new)
+        batch = cfg.ref_batch_size if side == "hf_batched" else 1
+        outputs = published_loop(model, tok, captions, cfg.rounds, script, batch, max_new, cfg.ref_scores)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {

@@ -11,7 +11,6 @@ import re
 
 import pytest
 import torch
-from tiny_lm import tiny_model, tiny_tokenizer
 
 from data.motion_tokens import ParseStatsTable, render_codes
 from data.prompts import NO_REFINEMENT
@@ -23,6 +22,8 @@ from models.generation import (
     row_seed,
     warp_logits,
 )
+from scripts.bench_generation import BenchConfig, run_side
+from tests.tiny_lm import tiny_model, tiny_tokenizer
 
 WINDOW = 8
 
@@ -66,7 +67,9 @@ def test_cached_generation_equals_uncached(model):
 
 def test_batched_equals_one_by_one(model):
     prompts = random_prompts(7, seed=1)
-    gen = BatchedGenerator(model).generate(prompts, DecodeConfig(max_new_tokens=12, stop_ids=()), batch_size=4)
+    gen = BatchedGenerator(model).generate(
+        prompts, DecodeConfig(max_new_tokens=12, stop_ids=()), batch_size=4
+    )
     assert [g.tokens for g in gen] == [hf_greedy(model, p, 12) for p in prompts]
     assert len({len(p) for p in prompts}) > 3  # the batch really was padded
 
@@ -146,14 +149,18 @@ def test_multi_round_reuse_equals_reencoding(model):
         states = [g.state for g in r1]
         reused = gen.generate(new, cfg, states=states, keep_state=True)
         fresh = gen.generate(new, cfg)
-        assert [g.tokens for g in reused] == [g.tokens for g in fresh] == [hf_greedy(model, p, 9) for p in new]
+        assert (
+            [g.tokens for g in reused] == [g.tokens for g in fresh] == [hf_greedy(model, p, 9) for p in new]
+        )
         if new is grown:  # re-encoded: the last generated token and the new turn (<= 11 tokens)
             assert all(g.reused >= g.prompt_len - 12 for g in reused)
         # a third round on top of reused states
         third = [g.state.tokens + [5, 6, 7] for g in reused]
         again = gen.generate(third, cfg, states=[g.state for g in reused])
         assert [g.tokens for g in again] == [hf_greedy(model, p, 9) for p in third]
-    assert sum(g.reused for g in gen.generate(grown, cfg, states=[g.state for g in r1])) > sum(map(len, prompts))
+    assert sum(g.reused for g in gen.generate(grown, cfg, states=[g.state for g in r1])) > sum(
+        map(len, prompts)
+    )
 
 
 def test_state_is_complete_on_sliding_layers(tok):
@@ -247,9 +254,9 @@ def test_refinement_loop_stops_exactly_on_the_stop_sentence(tok):
     # sample 4 never emits a code: the fallback [0] each round, counted per round
     assert res[4].motions == [[0]] * 5
     table = stats.as_dict()
-    assert [table[f"motion_parse/direct_generation-instructed_refinement/round{r}/fallback"] for r in range(5)] == [
-        1
-    ] * 5
+    assert [
+        table[f"motion_parse/direct_generation-instructed_refinement/round{r}/fallback"] for r in range(5)
+    ] == [1] * 5
     assert table["motion_parse/direct_generation-instructed_refinement/round3/total"] == 3
     # the prompts carry the previous motion wrapped in its tags, and the instruction
     step = [s for s in res[1].steps if s.kind == "instructed_motion_refinement" and s.round == 2][0]
@@ -278,3 +285,14 @@ def test_refinement_loop_reuse_and_batching_do_not_change_results(tok):
     )
     assert [r.motions for r in a] == [r.motions for r in b]
     assert [[s.prompt for s in r.steps] for r in a] == [[s.prompt for s in r.steps] for r in b]
+
+
+def test_bench_workloads_match_the_published_loop():
+    # scripts/bench_generation at toy size: ours equals batched model.generate round by round,
+    # including samples that stop on "No refinements needed." in the ragged workload
+    cfg = BenchConfig(prompts=6, rounds=2, hidden=32, layers=2)
+    for workload in ("fixed", "ragged"):
+        ours, ref = run_side(cfg, "ours", workload), run_side(cfg, "hf_batched", workload)
+        assert ours["outputs"] == ref["outputs"]
+        assert ref["refinements"] == (12 if workload == "fixed" else ref["refinements"])
+    assert 0 < ref["stopped"] < 6 and len({len(o["motions"][-1]) for o in ref["outputs"]}) > 2
