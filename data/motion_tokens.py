@@ -12,6 +12,13 @@ opens at the innermost ``<Motion>`` before a ``</Motion>``; the last (or first) 
 selected. Inside the chosen span non-code tokens are dropped and counted (the reference would
 substitute a restricted argmax we do not have). Problems are never silent: every parse returns a
 ``MotionParse`` with counters, and ``MotionParseStats`` aggregates them over a run.
+
+Per eval task (``PARSE_RULES``, ``parse_task_completion``): the forced-``<Motion>`` prompts (``t2m``,
+``t2m_motionagent``, ``instructed_motion_refinement``) end with ``<Motion>``, so their completion
+starts inside an open span that ``</Motion>`` or the stop token closes (the reference's P1 reading,
+never "no motion"); chain-of-thought tasks take the last complete span (``..._initial_gen``: the
+first; ``..._w_max_rounds``: span number ``max_refine_round``, the B7 fix). ``ParseStatsTable``
+counts parses and fallbacks per task and round.
 """
 
 from __future__ import annotations
@@ -94,6 +101,9 @@ class MotionParse:
     """``<Motion>`` tags inside an open span (the span restarts at the inner one, B16)."""
     stray_ends: int = 0
     """``</Motion>`` tags with no open span (ignored)."""
+    implicit_end: int = 0
+    """1 when the selected span had no ``</Motion>`` and was closed by the stop token or the end of
+    the completion (only for completions of forced-``<Motion>`` prompts, ``open_start=True``)."""
 
     @property
     def found(self) -> bool:
@@ -113,6 +123,7 @@ class MotionParseStats:
     restarts: int = 0
     stray_ends: int = 0
     fallback: int = 0
+    implicit_end: int = 0
 
     def add(self, parse: MotionParse, used_fallback: bool = False) -> None:
         self.total += 1
@@ -123,28 +134,57 @@ class MotionParseStats:
         self.restarts += parse.restarts
         self.stray_ends += parse.stray_ends
         self.fallback += used_fallback
+        self.implicit_end += parse.implicit_end
+
+    def as_dict(self, prefix: str = "motion_parse") -> dict[str, int]:
+        """Counters under ``{prefix}/{name}`` (stable keys for metrics files)."""
+        return {
+            f"{prefix}/total": self.total,
+            f"{prefix}/no_span": self.no_span,
+            f"{prefix}/empty": self.empty,
+            f"{prefix}/dropped_tokens": self.dropped_tokens,
+            f"{prefix}/unclosed": self.unclosed,
+            f"{prefix}/restarts": self.restarts,
+            f"{prefix}/stray_ends": self.stray_ends,
+            f"{prefix}/fallback": self.fallback,
+            f"{prefix}/implicit_end": self.implicit_end,
+        }
+
+
+class ParseStatsTable:
+    """``MotionParseStats`` per (task, round), e.g. every refinement round of one eval task.
+
+    ``as_dict`` gives ``motion_parse/{task}/round{r}/{counter}`` keys.
+    """
+
+    def __init__(self) -> None:
+        self._stats: dict[tuple[str, int], MotionParseStats] = {}
+
+    def get(self, task: str, round_idx: int = 0) -> MotionParseStats:
+        """The counters of ``task`` at ``round_idx`` (created empty on first use)."""
+        return self._stats.setdefault((task, round_idx), MotionParseStats())
+
+    def keys(self) -> list[tuple[str, int]]:
+        return sorted(self._stats)
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "motion_parse/total": self.total,
-            "motion_parse/no_span": self.no_span,
-            "motion_parse/empty": self.empty,
-            "motion_parse/dropped_tokens": self.dropped_tokens,
-            "motion_parse/unclosed": self.unclosed,
-            "motion_parse/restarts": self.restarts,
-            "motion_parse/stray_ends": self.stray_ends,
-            "motion_parse/fallback": self.fallback,
-        }
+        out: dict[str, int] = {}
+        for (task, r), st in sorted(self._stats.items()):
+            out.update(st.as_dict(prefix=f"motion_parse/{task}/round{r}"))
+        return out
 
 
 # An item is "start", "end", an int code, or None for anything else (text / unknown id).
 _Item = str | int | None
+Select = Literal["last", "first"] | int
+"""Which complete span to take: ``"last"``, ``"first"``, or span number ``k`` (0-based; the last
+one when there are fewer)."""
 
 
-def _parse_items(items: Sequence[_Item], select: Literal["last", "first"]) -> MotionParse:
+def _parse_items(items: Sequence[_Item], select: Select, open_start: bool = False) -> MotionParse:
     spans: list[list[_Item]] = []
-    open_items: list[_Item] | None = None
-    unclosed = restarts = stray = 0
+    open_items: list[_Item] | None = [] if open_start else None
+    unclosed = restarts = stray = implicit_end = 0
     for it in items:
         if it == "start":
             if open_items is not None:
@@ -159,11 +199,23 @@ def _parse_items(items: Sequence[_Item], select: Literal["last", "first"]) -> Mo
         elif open_items is not None:
             open_items.append(it)
     if open_items is not None:
-        unclosed = 1
+        if open_start and not spans:
+            # The forced span never saw </Motion>: the stop token / end of completion closes it.
+            spans.append(open_items)
+            implicit_end = 1
+        else:
+            unclosed = 1
     span_codes = [[c for c in body if isinstance(c, int)] for body in spans]
     if not spans:
         return MotionParse([], [], unclosed=unclosed, restarts=restarts, stray_ends=stray)
-    idx = -1 if select == "last" else 0
+    if select == "last":
+        idx = -1
+    elif select == "first":
+        idx = 0
+    elif isinstance(select, int) and select >= 0:
+        idx = min(select, len(spans) - 1)
+    else:
+        raise ValueError(f"select must be 'last', 'first' or a span number >= 0, got {select!r}")
     chosen = spans[idx]
     dropped = sum(1 for c in chosen if not isinstance(c, int))
     return MotionParse(
@@ -173,6 +225,7 @@ def _parse_items(items: Sequence[_Item], select: Literal["last", "first"]) -> Mo
         unclosed=unclosed,
         restarts=restarts,
         stray_ends=stray,
+        implicit_end=implicit_end,
     )
 
 
@@ -180,17 +233,21 @@ def parse_motion_ids(
     ids: Sequence[int],
     base_id: int,
     nb_code: int = DEFAULT_NB_CODE,
-    select: Literal["last", "first"] = "last",
+    select: Select = "last",
     stop_ids: Sequence[int] = (),
+    open_start: bool = False,
 ) -> MotionParse:
     """Codes of the last (or first) complete ``<Motion>...</Motion>`` span in generated ids.
 
     Args:
         ids: (L,) completion ids (prompt excluded).
         base_id: id of ``<Motion>``; codes are ``id - base_id - 2``.
-        select: ``last`` (stage-2/3 final motion, P2) or ``first`` (round-1 attempt).
+        select: ``last`` (stage-2/3 final motion, P2), ``first`` (round-1 attempt) or span number k.
         stop_ids: ids that end the completion (e.g. ``<eos>``, ``<end_of_turn>``); the parse stops at
             the first one (spec section 11: cut at whichever stop came first).
+        open_start: the prompt ended with ``<Motion>`` (forced generation), so the completion starts
+            inside a span; if no ``</Motion>`` follows, the stop token or the end closes it
+            (``implicit_end``). Use ``select="first"`` with it: later spans are not the answer.
     """
     stops = set(stop_ids)
     items: list[_Item] = []
@@ -206,11 +263,11 @@ def parse_motion_ids(
             items.append(t - base_id - 2)
         else:
             items.append(None)
-    return _parse_items(items, select)
+    return _parse_items(items, select, open_start=open_start)
 
 
 def parse_motion_text(
-    text: str, nb_code: int = DEFAULT_NB_CODE, select: Literal["last", "first"] = "last"
+    text: str, nb_code: int = DEFAULT_NB_CODE, select: Select = "last", open_start: bool = False
 ) -> MotionParse:
     """Same rule as ``parse_motion_ids`` on decoded text (motion tokens survive decoding).
 
@@ -233,7 +290,7 @@ def parse_motion_text(
             items.append(k if k < nb_code else None)
     if text[pos:].strip():
         items.append(None)
-    return _parse_items(items, select)
+    return _parse_items(items, select, open_start=open_start)
 
 
 def codes_or_fallback(parse: MotionParse, stats: MotionParseStats | None = None) -> list[int]:
@@ -242,3 +299,73 @@ def codes_or_fallback(parse: MotionParse, stats: MotionParseStats | None = None)
     if stats is not None:
         stats.add(parse, used_fallback=used)
     return [0] if used else list(parse.codes)
+
+
+@dataclass(frozen=True)
+class ParseRule:
+    """How the final motion of one eval task is read from a completion (spec sections 1.4, 8.4)."""
+
+    open_start: bool
+    """The prompt ends with ``<Motion>`` (forced generation)."""
+    select: Select
+    """Which complete span is the answer."""
+
+
+FORCED_MOTION_TASKS = ("t2m", "t2m_motionagent", "instructed_motion_refinement")
+"""Test prompts that end with ``<Motion>`` (spec section 3.3)."""
+
+PARSE_RULES: dict[str, ParseRule] = {
+    **{task: ParseRule(open_start=True, select="first") for task in FORCED_MOTION_TASKS},
+    # cot_v2 (P1): the first span (an <answer> block, when present, holds the same final motion).
+    "unified_mogen_cot_v2": ParseRule(open_start=False, select="first"),
+    "unified_mogen_cot_v3": ParseRule(open_start=False, select="last"),
+    "unified_mogen_cot_v3_wo_assess_refine": ParseRule(open_start=False, select="last"),
+    "unified_mogen_cot_v3_initial_gen": ParseRule(open_start=False, select="first"),
+    "unified_mogen_cot_v3_random_flip": ParseRule(open_start=False, select="last"),
+}
+"""Parsed prompt/task name -> rule. ``unified_mogen_cot_v3_w_max_rounds`` is
+``ParseRule(False, max_refine_round - 1)``, see ``parse_rule``."""
+
+
+def parse_rule(task: str, max_refine_round: int | None = None) -> ParseRule:
+    """The ``ParseRule`` of ``task``; ``..._w_max_rounds`` needs ``max_refine_round`` (>= 1).
+
+    Raises:
+        KeyError: unknown task (the message lists the known ones).
+        ValueError: ``..._w_max_rounds`` without a valid ``max_refine_round``.
+    """
+    if task == "unified_mogen_cot_v3_w_max_rounds":
+        if max_refine_round is None or max_refine_round < 1:
+            raise ValueError(f"{task}: max_refine_round must be >= 1, got {max_refine_round!r}")
+        return ParseRule(open_start=False, select=max_refine_round - 1)
+    if task not in PARSE_RULES:
+        known = sorted([*PARSE_RULES, "unified_mogen_cot_v3_w_max_rounds"])
+        raise KeyError(f"no motion parse rule for task {task!r}; known: {known}")
+    return PARSE_RULES[task]
+
+
+def parse_task_completion(
+    task: str,
+    ids: Sequence[int],
+    base_id: int,
+    stop_ids: Sequence[int] = (),
+    nb_code: int = DEFAULT_NB_CODE,
+    max_refine_round: int | None = None,
+) -> MotionParse:
+    """``parse_motion_ids`` with the rule of ``task`` (see ``PARSE_RULES``).
+
+    Args:
+        task: prompt/task name, e.g. ``t2m`` or ``unified_mogen_cot_v3``.
+        ids: (L,) completion ids (prompt excluded).
+        base_id: id of ``<Motion>``.
+        stop_ids: ids that end the completion.
+    """
+    rule = parse_rule(task, max_refine_round)
+    return parse_motion_ids(
+        ids,
+        base_id=base_id,
+        nb_code=nb_code,
+        select=rule.select,
+        stop_ids=stop_ids,
+        open_start=rule.open_start,
+    )
