@@ -199,6 +199,8 @@ class SFTConfig(RunConfig):
     """More motion roots searched after ``dataset_root`` (e.g. the engine's imperfect motions)."""
     annotation_files: tuple[str, ...] = ()
     """Training annotation files (their entries are concatenated)."""
+    max_entries_per_file: int = 0
+    """Use only the first N entries of each annotation file (0 = all); a quick demo or smoke run."""
     val_files: tuple[str, ...] = ()
     """Validation annotation files; empty = hold out ``val_fraction`` of the training entries."""
     val_fraction: float = 0.02
@@ -236,9 +238,10 @@ class SFTConfig(RunConfig):
             raise ValueError(f"stage={self.stage} must be 0, 1 or 2")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction={self.val_fraction} must be in [0, 1)")
-        if self.max_length < 8 or self.nb_code < 1 or self.max_steps < 0:
+        if self.max_length < 8 or self.nb_code < 1 or self.max_steps < 0 or self.max_entries_per_file < 0:
             raise ValueError(
-                f"max_length={self.max_length} (>= 8), nb_code={self.nb_code} (>= 1), max_steps={self.max_steps} (>= 0)"
+                f"max_length={self.max_length} (>= 8), nb_code={self.nb_code} (>= 1), max_steps={self.max_steps} "
+                f"and max_entries_per_file={self.max_entries_per_file} (>= 0)"
             )
 
     def check_inputs(self) -> None:
@@ -451,6 +454,17 @@ def training_arguments(
         log_level="warning",
         **kwargs,
     )
+
+
+def cap_per_source(annotations: list, cap: int) -> list:
+    """The first ``cap`` entries of each source file, in the original order."""
+    counts: dict[str, int] = {}
+    kept = []
+    for a in annotations:
+        counts[a.source] = counts.get(a.source, 0) + 1
+        if counts[a.source] <= cap:
+            kept.append(a)
+    return kept
 
 
 def build_datasets(cfg: SFTConfig, tokenizer: Any) -> tuple[SFTDataset, SFTDataset | None]:

@@ -16,6 +16,7 @@ from data.prompts import PromptPools
 from data.sft_dataset import SFTCollator, SFTDataset, split_indices
 from data.sft_examples import IGNORE_INDEX, AnnotationExampleSet, tokenize_example
 from models.motion_llm import MotionLLMError, load_motion_llm
+from models.sft import cap_per_source
 from SFT import train_sft
 from tests.llm_fixtures import build_base, write_annotations, write_dataset, write_fake_vq
 
@@ -158,3 +159,12 @@ def test_two_process_torchrun_trains_with_the_same_global_batch(setup, tmp_path)
     assert [s for s, _ in a] == [s for s, _ in b]
     for (step, x), (_, y) in zip(a, b, strict=True):
         assert x == pytest.approx(y, rel=2e-4), step
+
+
+def test_entries_can_be_capped_per_file(setup):
+    codes = CodesDirSource(setup["root"] / "codes", MotionResolver([setup["root"]]))
+    examples = AnnotationExampleSet([str(f) for f in setup["files"]], codes, PromptPools.builtin(), seed=5)
+    capped = cap_per_source(examples.annotations, 5)
+    assert [(Path(a.source).name, a.index) for a in capped] == [
+        (Path(f).name, i) for f in setup["files"] for i in range(5)
+    ]
