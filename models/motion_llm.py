@@ -329,12 +329,16 @@ def embeddings_tied(model: PreTrainedModel) -> bool:
 
 
 def resize_tied(model: PreTrainedModel, new_size: int) -> None:
-    """Resize the embedding to ``new_size`` rows (the reference's mean resizing) and check it stays tied.
+    """Resize the embedding to ``new_size`` rows (the reference's mean resizing, seeded) and check it stays tied.
 
     Raises:
         MotionLLMError: the model's embeddings are not tied after resizing.
     """
-    model.resize_token_embeddings(new_size)
+    # Mean resizing samples the new rows; a fixed seed makes them a function of the old matrix only,
+    # so every load of one base gives the same start (whatever the global RNG state).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model.resize_token_embeddings(new_size)
     model.tie_weights()
     if not embeddings_tied(model):
         raise MotionLLMError(

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from data.annotations import MotionResolver
 from data.motion_codes import CodesDirSource
@@ -168,3 +169,22 @@ def test_entries_can_be_capped_per_file(setup):
     assert [(Path(a.source).name, a.index) for a in capped] == [
         (Path(f).name, i) for f in setup["files"] for i in range(5)
     ]
+
+
+def test_lora_stage_trains_the_adapter_and_motion_rows_then_saves_merged(setup, tmp_path):
+    out = tmp_path / "lora"
+    summary = train_sft.main(_args(setup, out, "training.epochs=1", "val_fraction=0", "lora.enabled=true",
+                                   "lora.r=4", "lora.alpha=8", "lora.dropout=0.0"))  # fmt: skip
+    assert summary["finished"]
+    base = load_motion_llm(setup["base"])  # the base with the motion rows added, as training started
+    trained = load_motion_llm(out / "model")
+    n_text = base.vocab.n_text
+    emb0, emb1 = base.model.get_input_embeddings().weight, trained.model.get_input_embeddings().weight
+    assert torch.equal(emb1[:n_text], emb0[:n_text])  # text rows frozen under LoRA
+    assert (emb1[n_text:] - emb0[n_text:]).abs().max() > 1e-4  # motion rows trained
+    assert not any("lora" in n for n, _ in trained.model.named_parameters())
+    q0, q1 = (
+        base.model.model.layers[0].self_attn.q_proj.weight,
+        trained.model.model.layers[0].self_attn.q_proj.weight,
+    )
+    assert (q1 - q0).abs().max() > 1e-5  # the merged adapter changed the projection
