@@ -103,11 +103,11 @@ def bench_width(tiny: TinyLLMConfig, width: int, batch: int, seq: int, steps: in
 
 STAGES = {
     # stage: (global batch, mean tokens per example, per-GPU micro batch, padded length per micro batch)
-    0: (32, 110, 4, 160),
-    1: (32, 170, 4, 320),
-    2: (8, 700, 1, 700),
+    0: (32, 85, 4, 128),
+    1: (32, 100, 4, 192),
+    2: (8, 620, 1, 620),
 }
-"""Batch per stage from the configs; token lengths measured on the SynthML trial (README) and rounded."""
+"""Batch per stage from the configs; mean tokens per example measured on a SynthML run (tokens seen / examples), rounded."""
 
 
 def gemma_report(gpus: int, peak_tflops: float, mfu: float, bus_gbps: float) -> None:
