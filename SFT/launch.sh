@@ -11,7 +11,7 @@ NGPU="${NGPU:-8}"; NNODES="${NNODES:-1}"; NODE_RANK="${NODE_RANK:-0}"
 MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"; MASTER_PORT="${MASTER_PORT:-29500}"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 if [[ -n "${DEEPSPEED:-}" ]]; then
-  exec "$PY" -m accelerate.commands.launch --config_file configs/deepspeed/accelerate_zero2.yaml \
+  exec "$PY" -m accelerate.commands.launch --config_file configs/deepspeed/accelerate_zero2.json \
     --num_processes $((NGPU * NNODES)) --num_machines "$NNODES" --machine_rank "$NODE_RANK" \
     --main_process_ip "$MASTER_ADDR" --main_process_port "$MASTER_PORT" \
     -m SFT.train_sft --config "$CONFIG" training.deepspeed="$DEEPSPEED" "$@"

@@ -8,7 +8,7 @@ last checkpoint exactly (optimizer, scheduler, RNG and data position); a finishe
 
     python -m SFT.train_sft --config configs/tiny/sft_stage0.yaml
     torchrun --nproc_per_node 8 -m SFT.train_sft --config configs/humanml3d/sft_stage1.yaml
-    accelerate launch --config_file configs/deepspeed/accelerate_zero2.yaml -m SFT.train_sft \\
+    accelerate launch --config_file configs/deepspeed/accelerate_zero2.json -m SFT.train_sft \\
         --config configs/humanml3d/sft_stage1.yaml training.deepspeed=configs/deepspeed/zero2.json
 """
 
