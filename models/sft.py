@@ -475,6 +475,8 @@ def build_datasets(cfg: SFTConfig, tokenizer: Any) -> tuple[SFTDataset, SFTDatas
     examples = AnnotationExampleSet(
         list(cfg.annotation_files), codes, pools, seed=cfg.seed, options=cfg.build_options()
     )
+    if cfg.max_entries_per_file:
+        examples.annotations = cap_per_source(examples.annotations, cfg.max_entries_per_file)
     if cfg.val_files:
         val_set = AnnotationExampleSet(
             list(cfg.val_files), codes, pools, seed=cfg.seed, options=cfg.build_options()

@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from data.annotations import MotionResolver
+from data.config import load_config
 from data.motion_codes import CodesDirSource
 from data.prompts import PromptPools
 from data.sft_dataset import SFTCollator, SFTDataset, split_indices
 from data.sft_examples import IGNORE_INDEX, AnnotationExampleSet, tokenize_example
 from models.motion_llm import MotionLLMError, load_motion_llm
-from models.sft import cap_per_source
+from models.sft import SFTConfig, build_datasets, cap_per_source
 from SFT import train_sft
 from tests.llm_fixtures import build_base, write_annotations, write_dataset, write_fake_vq
 
@@ -188,3 +189,10 @@ def test_lora_stage_trains_the_adapter_and_motion_rows_then_saves_merged(setup, 
         trained.model.model.layers[0].self_attn.q_proj.weight,
     )
     assert (q1 - q0).abs().max() > 1e-5  # the merged adapter changed the projection
+    cfg = load_config(
+        SFTConfig,
+        REPO / "configs/tiny/sft_stage0.yaml",
+        _args(setup, setup["root"] / "x")[2:] + ["max_entries_per_file=5"],
+    )
+    train, val = build_datasets(cfg, load_motion_llm(setup["base"]).tokenizer)
+    assert len(train) + len(val) == 10
