@@ -170,6 +170,13 @@ def test_entries_can_be_capped_per_file(setup):
     assert [(Path(a.source).name, a.index) for a in capped] == [
         (Path(f).name, i) for f in setup["files"] for i in range(5)
     ]
+    cfg = load_config(
+        SFTConfig,
+        REPO / "configs/tiny/sft_stage0.yaml",
+        _args(setup, setup["root"] / "x")[2:] + ["max_entries_per_file=5"],
+    )
+    train, val = build_datasets(cfg, load_motion_llm(setup["base"]).tokenizer)
+    assert len(train) + (len(val) if val else 0) == 10
 
 
 def test_lora_stage_trains_the_adapter_and_motion_rows_then_saves_merged(setup, tmp_path):
@@ -189,10 +196,3 @@ def test_lora_stage_trains_the_adapter_and_motion_rows_then_saves_merged(setup, 
         trained.model.model.layers[0].self_attn.q_proj.weight,
     )
     assert (q1 - q0).abs().max() > 1e-5  # the merged adapter changed the projection
-    cfg = load_config(
-        SFTConfig,
-        REPO / "configs/tiny/sft_stage0.yaml",
-        _args(setup, setup["root"] / "x")[2:] + ["max_entries_per_file=5"],
-    )
-    train, val = build_datasets(cfg, load_motion_llm(setup["base"]).tokenizer)
-    assert len(train) + len(val) == 10
