@@ -471,7 +471,7 @@ def build_datasets(cfg: SFTConfig, tokenizer: Any) -> tuple[SFTDataset, SFTDatas
     """Training and validation datasets over the configured annotation files and code files."""
     pools = load_prompt_pools(cfg.prompt_template or None, sha256=cfg.prompt_template_sha256)
     resolver = MotionResolver([cfg.dataset_root, *cfg.extra_roots], dataset=cfg.dataset)
-    codes = CodesDirSource(cfg.codes_dir, resolver, nb_code=cfg.nb_code)
+    codes = CodesDirSource(cfg.codes_dir, resolver, nb_code=cfg.nb_code, vq_checkpoint=cfg.vq_checkpoint)
     examples = AnnotationExampleSet(
         list(cfg.annotation_files), codes, pools, seed=cfg.seed, options=cfg.build_options()
     )

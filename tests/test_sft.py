@@ -17,6 +17,7 @@ from data.motion_codes import CodesDirSource
 from data.prompts import PromptPools
 from data.sft_dataset import SFTCollator, SFTDataset, split_indices
 from data.sft_examples import IGNORE_INDEX, AnnotationExampleSet, tokenize_example
+from data.vq_data import index_code_files
 from models.motion_llm import MotionLLMError, load_motion_llm
 from models.sft import SFTConfig, build_datasets, cap_per_source
 from SFT import train_sft
@@ -31,6 +32,7 @@ def setup(tmp_path_factory):
     codes = write_dataset(root)
     files = write_annotations(root, sorted(codes))
     vq = write_fake_vq(root / "vq.pth")
+    index_code_files(root / "codes", root, checkpoint=vq)  # hand-made codes, recorded as the fake VQ's
     base = build_base(root, root / "base")
     return {"root": root, "files": files, "vq": vq, "base": base}
 
