@@ -167,6 +167,21 @@ def path_digest(path: str | Path, content_limit: int = DIR_CONTENT_LIMIT) -> str
     return "dir-list:" + h.hexdigest()
 
 
+def files_digest(files: Iterable[tuple[str, str | Path]]) -> str:
+    """``files-sha256:<hex>`` over the given ``(key, path)`` files in order: what a command reads.
+
+    For inputs that are a chosen subset of a folder other commands add to (e.g. the caption files of
+    the split ids in a dataset root that the data engine extends): fingerprinting the whole folder
+    would refuse every rerun after such an addition. An absent file counts as ``<absent>``.
+    """
+    h = hashlib.sha256()
+    for key, path in files:
+        path = Path(path)
+        data = path.read_bytes() if path.is_file() else b"<absent>"
+        h.update(f"{key}\0{path.name}\0{len(data)}\0".encode() + hashlib.sha256(data).digest())
+    return "files-sha256:" + h.hexdigest()
+
+
 def fingerprint(paths: Mapping[str, str | Path] | Iterable[str | Path]) -> dict[str, str]:
     """``{name: path_digest(path)}``; a plain iterable of paths is keyed by ``str(path)``."""
     items = paths.items() if isinstance(paths, Mapping) else ((str(p), p) for p in paths)

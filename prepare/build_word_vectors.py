@@ -25,10 +25,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from data.config import RunConfig, config_to_dict, parse_cli
-from data.layout import DatasetPaths
+from data.layout import DatasetPaths, read_split
+from data.run_folder import files_digest
 from data.runtime import open_run, set_seed, setup_logging
 from data.word_vector_build import (
     caption_corpus,
@@ -95,14 +96,27 @@ CLI_FIXES = {
 }
 
 
-def _inputs(cfg: WordVectorsConfig) -> dict[str, Path]:
-    """What the vectors are built from: the split lists, the caption folder and the GloVe file."""
+def _inputs(cfg: WordVectorsConfig) -> dict[str, Any]:
+    """What the vectors are built from: the split lists, the caption files of their ids (not the
+    whole ``texts/`` folder, which the data engine extends with its own motions) and the GloVe file."""
     paths = DatasetPaths(cfg.dataset_root)
-    files = {f"{split}_split": paths.split_file(split) for split in cfg.splits}
-    files["texts"] = paths.texts_dir
+    files: dict[str, Any] = {f"{split}_split": paths.split_file(split) for split in cfg.splits}
     if cfg.source == "glove":
         files["glove_txt"] = Path(cfg.glove_txt)
-    return {name: p for name, p in files.items() if p.exists()}  # a missing one fails when read
+    files = {name: p for name, p in files.items() if p.exists()}  # a missing one fails when read
+    ids = sorted(
+        {
+            i
+            for split in cfg.splits
+            if paths.split_file(split).is_file()
+            for i in read_split(cfg.dataset_root, split)
+        }
+    )
+    files["texts"] = {
+        "path": str(paths.texts_dir),
+        "digest": files_digest((i, paths.text_file(i)) for i in ids),
+    }
+    return files
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -52,7 +52,6 @@ M2T) and stage-3 rows. Everything left out or replaced is counted in ``engine_su
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import random
@@ -75,7 +74,7 @@ from data.engine.ownership import ENGINE_LIST, ENGINE_MANIFEST, EngineMotions, E
 from data.engine.perturb import Imperfect, Stated, imperfect_ladder
 from data.layout import DatasetFileError, DatasetPaths, read_captions, read_split
 from data.prompts import build_cot_prompt
-from data.run_folder import ProvenanceError, RunFolder
+from data.run_folder import ProvenanceError, RunFolder, files_digest
 from data.runtime import open_run
 from data.sft_examples import choose_attempts, is_no_refinement
 from data.specs import get_dataset_spec
@@ -325,12 +324,9 @@ def goals_digest(cfg: EngineConfig, goal_ids: Sequence[str]) -> str:
     The dataset root itself is not fingerprinted: the engine adds its own motions to it.
     """
     paths = DatasetPaths(cfg.dataset_root)
-    h = hashlib.sha256()
-    for mid in goal_ids:
-        for f in (paths.text_file(mid), paths.attributes_file(mid)):
-            data = f.read_bytes() if f.is_file() else b"<absent>"
-            h.update(f"{mid}\0{f.name}\0{len(data)}\0".encode() + hashlib.sha256(data).digest())
-    return "files-sha256:" + h.hexdigest()
+    return files_digest(
+        (mid, f) for mid in goal_ids for f in (paths.text_file(mid), paths.attributes_file(mid))
+    )
 
 
 # --------------------------------------------------------------------------------------------------
