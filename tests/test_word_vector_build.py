@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from data.layout import DatasetFileError
-from data.run_folder import RunFolderError, file_sha256, path_digest
+from data.run_folder import RunFolderError, file_sha256, files_digest
 from data.word_vector_build import caption_sentences, stable_hash, vocabulary, word_vectors_digest
 from data.word_vectorizer import WordVectorizer, word_vector_files
 from prepare.build_word_vectors import main
@@ -106,15 +106,20 @@ def test_build_records_provenance_counts_skips_and_refuses(make_tiny_dataset, tm
     prov = info["provenance"]
     assert prov["word_vectors"] == word_vectors_digest(out)
     assert prov["all_split"] == "sha256:" + file_sha256(root / "all.txt")
-    assert prov["texts"] == path_digest(root / "texts")
+    ids = (root / "all.txt").read_text().split()
+    assert prov["texts"] == files_digest((i, root / "texts" / f"{i}.txt") for i in sorted(ids))
 
     # a rebuild with other settings or from other captions is refused before any write
     before = _tree(out)
+    # captions of motions outside the splits (the data engine adds its own) change nothing
+    (root / "texts" / "900000.txt").write_text("a person walks.#a/DET person/NOUN walk/VERB#0.0#0.0\n")
+    main(args)
+    assert _tree(out) == before
     with pytest.raises(RunFolderError, match=r"epochs was 1 and is 2 now.*pass force=true"):
         main([*args, "epochs=2"])
     (root / "texts" / "000007.txt").write_text("a person dances.#a/DET person/NOUN dance/VERB#0.0#0.0\n")
     with pytest.raises(
-        RunFolderError, match=r"input texts \(.*texts\) was dir-sha256:\w+ and is dir-sha256:"
+        RunFolderError, match=r"input texts \(.*texts\) was files-sha256:\w+ and is files-sha256:"
     ):
         main(args)
     assert _tree(out) == before
