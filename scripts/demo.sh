@@ -33,7 +33,7 @@ case "$DEMO_PROFILE" in
   quick)
     LLM_OPTS=()
     SFT0_OPTS=()
-    SFT1_OPTS=(max_entries_per_file=200)
+    SFT1_OPTS=(max_entries_per_file=400)
     SFT2_OPTS=(max_entries_per_file=160)
     ;;
   full)
