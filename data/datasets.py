@@ -30,7 +30,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from data.layout import (
     CaptionLine,
@@ -42,6 +41,7 @@ from data.layout import (
     read_split,
 )
 from data.normalization import FeatureNorm
+from data.progress import progress_bar
 from data.runtime import is_main_process
 from data.specs import DatasetSpec, get_dataset_spec
 from data.word_vectorizer import WordVectorizer, pad_caption_tokens, vectorize_tokens
@@ -331,7 +331,9 @@ def build_clip_index(
     entries: list[ClipEntry] = []
     motions: dict[str, np.ndarray] = {}
     taken: set[str] = set()
-    bar = tqdm(id_list, desc=f"loading {split}", unit="clip", disable=not (progress and is_main_process()))
+    bar = progress_bar(
+        id_list, desc=f"loading {split}", unit="clip", disable=not (progress and is_main_process())
+    )
     for motion_id in bar:
         tracker.seen += 1
         try:

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from data.layout import (
     DatasetFileError,
@@ -33,6 +32,7 @@ from data.layout import (
     read_split,
 )
 from data.normalization import FeatureNorm
+from data.progress import progress_bar
 from data.run_folder import atomic_write_bytes, atomic_write_text, file_sha256
 from data.specs import DatasetSpec, get_dataset_spec
 
@@ -78,7 +78,7 @@ def load_clips(
     tracker = tracker or SkipTracker(what=f"{split} motions")
     clips: list[Clip] = []
     too_short = 0
-    for motion_id in tqdm(ids, desc=f"load {split}", disable=not progress, leave=False):
+    for motion_id in progress_bar(ids, desc=f"load {split}", disable=not progress, leave=False):
         tracker.seen += 1
         try:
             feats = load_features(paths.vec_file(motion_id), spec)

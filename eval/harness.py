@@ -64,11 +64,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from data.config import RunConfig
 from data.datasets import EvalMotionTextDataset, build_clip_index, eval_collate, replication_batches
 from data.normalization import EvalSpaceMap, FeatureNorm, check_eval_space
+from data.progress import progress_bar
 from data.run_folder import OutputFolder
 from data.runtime import gather_dicts, group_rank_world
 from data.specs import get_dataset_spec
@@ -457,7 +457,9 @@ class EvaluationHarness:
         batches_per_rep = len(self.dataset) // self.batch_size
         results = {n: MethodResult(name=n, values={k: [] for k in METRIC_KEYS}) for n in names}
         total = self.replications * len(range(rank, batches_per_rep, world))
-        bar = tqdm(total=total, desc="evaluating", unit="batch", disable=not (self.progress and rank == 0))
+        bar = progress_bar(
+            total=total, desc="evaluating", unit="batch", disable=not (self.progress and rank == 0)
+        )
         for r in range(self.replications):
             batches = replication_batches(len(self.dataset), batch_size=self.batch_size, seed=self.seed,
                                           replication=r)  # fmt: skip
@@ -537,7 +539,7 @@ class EvaluationHarness:
         units = [(c, j) for c in range(len(chunks)) for j in range(self.mm_repeats)]
         rank, world = group_rank_world()
         mine: dict[int, dict[str, Any]] = {}
-        for u in tqdm(range(rank, len(units), world), desc=f"multimodality {r}", leave=False,
+        for u in progress_bar(range(rank, len(units), world), desc=f"multimodality {r}", leave=False,
                       disable=not (self.progress and rank == 0)):  # fmt: skip
             idx = chunks[units[u][0]]
             gt = eval_collate([ds.get_item(int(i), r) for i in idx])

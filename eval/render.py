@@ -59,9 +59,17 @@ LEFT_COLOR = "#1f77b4"
 CENTRE_COLOR = "#303030"
 _GRID_LINES = 9
 """Floor grid lines per direction inside the view box."""
-_TITLE_WIDTH = 40
-"""Title characters per line (8 pt on a 3-inch panel)."""
-_TITLE_LINE_INCHES = 0.15
+_TITLE_WIDTH = 48
+"""Title characters per line (9 pt on a 4-inch panel)."""
+_TITLE_LINE_INCHES = 0.18
+_PANEL_INCHES = 4.0
+_DPI = 100
+"""4-inch panels at 100 dpi: 400 px per motion, large enough to read the pose in a GIF."""
+_VIEW_ZOOM = 1.9
+_VIEW_RAISE = 0.1
+"""The 3D axes leave wide empty margins around the view box, most of it above the head: zoom in and
+raise each panel's axes by this share of its height, so the body fills the frame while the floor
+grid around the feet stays visible (its far corners are cut)."""
 _GIF_PALETTE_BITS = 6
 """GIF frames are quantised to 2**6 = 64 colours (flat-coloured lines on white need no more)."""
 
@@ -126,11 +134,13 @@ class _Panel:
         ax.set_ylim(-h, h)
         ax.set_zlim(0, height)
         # Equal units on all axes; the 3D axes leave wide margins, so zoom in.
-        ax.set_box_aspect((1, 1, height / self.radius), zoom=1.35)
+        ax.set_box_aspect((1, 1, height / self.radius), zoom=_VIEW_ZOOM)
         ax.view_init(elev=15, azim=-60)
         ax.set_axis_off()
-        if title:
-            ax.set_title(title, fontsize=8, pad=0)
+        box = ax.get_position()
+        ax.set_position([box.x0, box.y0 + _VIEW_RAISE * box.height, box.width, box.height])
+        if title:  # a figure text, not the axes title, which the raised axes would push off the top
+            ax.figure.text((box.x0 + box.x1) / 2, 1.0, title, fontsize=9, ha="center", va="top")
         self.grid = Line3DCollection(self._grid_segments(self.root_xz[0]), colors="#b0b0b0", linewidths=0.6)
         ax.add_collection3d(self.grid, autolim=False)
         (self.traj,) = ax.plot([], [], [], color="#2ca02c", linewidth=1.2)
@@ -182,8 +192,8 @@ class MotionFigure:
         spec: DatasetSpec | str,
         titles: Sequence[str] | None = None,
         *,
-        panel_inches: float = 3.0,
-        dpi: int = 80,
+        panel_inches: float = _PANEL_INCHES,
+        dpi: int = _DPI,
     ):
         spec = get_dataset_spec(spec)
         if not motions:
@@ -267,7 +277,7 @@ def render_motions(
     fps: float | None = None,
     mp4: str = "auto",
     still_frame: int | None = None,
-    dpi: int = 80,
+    dpi: int = _DPI,
 ) -> list[Path]:
     """Render motions side by side into ``out`` (a ``.gif`` path).
 
@@ -281,7 +291,7 @@ def render_motions(
         mp4: ``"auto"`` writes an MP4 too when imageio can (:func:`mp4_available`), ``"yes"``
             requires it, ``"no"`` skips it.
         still_frame: also save frame ``still_frame`` as ``<out>.frame<k>.png``.
-        dpi: resolution (80 gives 240 px per 3-inch panel).
+        dpi: resolution (100 gives 400 px per 4-inch panel).
 
     Returns:
         Paths written (GIF first).

@@ -35,7 +35,6 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from data.config import RunConfig
 from data.datasets import (
@@ -47,6 +46,7 @@ from data.datasets import (
     replication_batches,
 )
 from data.normalization import META_DIR, FeatureNorm, meta_files
+from data.progress import progress_bar
 from data.run_folder import OutputFolder
 from data.runtime import MetricsLogger, is_main_process
 from data.specs import DatasetSpec, get_dataset_spec
@@ -263,7 +263,7 @@ def train_movement_autoencoder(
     encoder.train()
     decoder.train()
     last: dict[str, float] = {}
-    bar = tqdm(range(cfg.iters), desc="movement AE", disable=not (progress and is_main_process()))
+    bar = progress_bar(range(cfg.iters), desc="movement AE", disable=not (progress and is_main_process()))
     for step in bar:
         x = windows.batch(step)  # (B, W, D)
         z = encoder(x[..., :-CONTACT_DIMS])  # (B, W/4, latent)
@@ -409,7 +409,7 @@ def train_matching(
         if not batches:
             raise ValueError(f"train split has {len(train_ds)} items, fewer than batch_size={cfg.batch_size}")
         run = {"loss": 0.0, "pos": 0.0, "neg": 0.0}
-        bar = tqdm(batches, desc=f"matching epoch {epoch}", leave=False,
+        bar = progress_bar(batches, desc=f"matching epoch {epoch}", leave=False,
                    disable=not (cfg.progress and is_main_process()))  # fmt: skip
         for k, idx in enumerate(bar):
             shift = negative_shift(len(idx), cfg.seed, epoch, k)

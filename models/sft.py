@@ -52,6 +52,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from data.annotations import MotionResolver
 from data.config import RunConfig
 from data.motion_codes import CodesDirSource
+from data.progress import terminal_bars
 from data.prompts import ORIGINAL_TEMPLATE_SHA256, load_prompt_pools
 from data.run_folder import RunFolder
 from data.runtime import dist_env, is_main_process, resolve_device
@@ -450,7 +451,7 @@ def training_arguments(
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
         prediction_loss_only=True,
-        disable_tqdm=not cfg.progress,
+        disable_tqdm=not terminal_bars(cfg.progress),  # a log gets ProgressCallback lines instead
         log_level="warning",
         **kwargs,
     )

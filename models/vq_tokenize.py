@@ -47,13 +47,13 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from data.annotations import MotionRef, MotionResolver
 from data.config import RunConfig
 from data.layout import DatasetFileError, DatasetPaths, SkipTracker, load_features, read_captions, read_split
 from data.motion_codes import crop_row, window_code_file
 from data.normalization import FeatureNorm
+from data.progress import progress_bar
 from data.run_folder import OutputFolder, RunFolder, file_sha256
 from data.specs import DatasetSpec, get_dataset_spec
 from data.vq_data import CODES_INDEX, CODES_INDEX_FORMAT, code_file, code_file_bytes, read_codes_index
@@ -243,7 +243,7 @@ def tokenize_dataset(
     kept: list[tuple[str, str]] = []  # (relative path, sha256) of reused files
     pending: dict[int, list[tuple[_Item, dict]]] = {}  # crop length -> (item, index entry)
     empty_todo: list[tuple[_Item, dict]] = []  # items shorter than one code
-    for motion_id in tqdm(ids, desc="load", disable=not cfg.progress, leave=False):
+    for motion_id in progress_bar(ids, desc="load", disable=not cfg.progress, leave=False):
         tracker.seen += 1
         try:
             vec = paths.vec_file(motion_id)
@@ -294,7 +294,7 @@ def tokenize_dataset(
         entry["codes_sha256"] = _write_codes(out, it.path, np.zeros((1, 0), np.int64))
         counts["encoded"] += 1
     n_crops = sum(len(e["offsets"]) for group in pending.values() for _, e in group)
-    bar = tqdm(total=n_crops, desc="encode", disable=not cfg.progress, leave=False)
+    bar = progress_bar(total=n_crops, desc="encode", disable=not cfg.progress, leave=False)
     for m, group in sorted(pending.items()):
         motions = [
             norm.normalise(it.frames(load_features(paths.vec_file(it.motion_id), spec))) for it, _ in group

@@ -35,11 +35,11 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from data.config import RunConfig, config_to_dict
 from data.motion_repr import recover_from_ric
 from data.normalization import META_DIR, FeatureNorm, meta_files
+from data.progress import progress_bar
 from data.run_folder import OutputFolder, RunFolder
 from data.runtime import MetricsLogger, is_main_process, resolve_device
 from data.specs import DatasetSpec, get_dataset_spec
@@ -227,7 +227,7 @@ def evaluate_reconstruction(
     was_training = vq.training
     vq.eval()
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    for idx in tqdm(batches, desc="reconstruct", disable=not progress, leave=False):
+    for idx in progress_bar(batches, desc="reconstruct", disable=not progress, leave=False):
         lengths = torch.tensor([len(crops[i]) for i in idx], device=device)
         x = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(crops[i]) for i in idx], batch_first=True).to(
             device
@@ -435,7 +435,7 @@ class VQTrainer:
         losses: list[float] = []
         window: list[dict[str, float]] = []
         t0 = time.perf_counter()
-        bar = tqdm(
+        bar = progress_bar(
             range(self.step + 1, end + 1), desc="train VQ", disable=not cfg.progress or not is_main_process()
         )
         for step in bar:

@@ -412,6 +412,9 @@ def main() -> int:
                     f"{r['peak_rss_above_setup_mb_per_sample']:9.3f} {r['refinements']:7d} {r['stopped']:7d} {same}"
                 )
                 results.append({k: v for k, v in r.items() if k != "outputs"})
+            if "ours" in by_side and ref is not None:
+                speedup = by_side["ours"]["speedup_vs_b_wall"]
+                print(f"RATIO generation_{workload}_vs_hf_batched_wall {speedup:.3f}")
     if cfg.out:
         with open(cfg.out, "w") as f:
             json.dump({"config": asdict(cfg), "results": results}, f, indent=1)

@@ -239,6 +239,7 @@ def main() -> int:
             f"{label}: published {pub:7.3f} s, public eval.metrics {our:7.3f} s: speed-up {ratio:.2f}x "
             f"(median replication {med:.2f}x; target >= 2x: {'met' if ratio >= 2 else 'NOT met'})"
         )
+        print(f"RATIO metrics_vs_published_{label.strip().lower()} {ratio:.3f}")
 
     worst = 0.0
     print("\nmetric          mean ± CI95 (public)        max rel diff vs published")

@@ -216,6 +216,7 @@ def main() -> int:
     print(
         f"speed-up vs baseline: per sequence {per_base / per_single:.1f}x, batched {per_base / per_batch:.1f}x"
     )
+    print(f"RATIO motion_repr_batched_vs_loop {per_base / per_batch:.3f}")
     print(
         f"max |ours - baseline| over {nb} seqs: {err:.2e} m (non-rotation blocks), {err_rot:.2e} (6D block); "
         f"batched vs single {err_batch:.2e} m"

@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"| {w} | {b['params_m']:.1f}M | {b['tokens_per_s']:.0f} | {b['gflops']:.1f} | {b['gflops'] / peak:.0%} |"
         )
+    for w in args.widths:
+        print(f"RATIO sft_mfu_width{w} {best[w]['gflops'] / peak:.3f}")
     if args.gemma:
         mfu = args.mfu or best[args.widths[-1]]["gflops"] / peak
         gemma_report(args.gpus, args.gpu_peak_tflops, mfu, args.bus_gbps)

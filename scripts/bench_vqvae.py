@@ -132,6 +132,7 @@ def main() -> None:
             f"[{mode:9s}] batch {b:3d}: {b * args.frames / t:9.0f} frames/s, {t * 1e3:8.1f} ms, "
             f"{gflops:6.1f} GFLOP/s = {100 * gflops / peak:5.1f}% of matmul peak"
         )
+        print(f"RATIO vqvae_{mode.replace('-', '_')}_batch{b}_share_of_peak {gflops / peak:.3f}")
     if args.compare:
         print(
             f"tuned / no-onednn speed-up at batch 1: {best_model['no-onednn', 1] / best_model['tuned', 1]:.1f}x"

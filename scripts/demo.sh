@@ -2,9 +2,15 @@
 # End-to-end demo on the embedded default dataset (SynthML): CPU only, no downloads.
 # Every stage writes under $DEMO_DIR (default runs/demo) and skips work whose outputs already exist,
 # so an interrupted demo resumes where it stopped. Environment knobs:
+#   DEMO_PROFILE=quick  quick: the tiny configs as shipped (about 30 min on 2 CPU cores);
+#                       full: a wider tiny LLM, every annotation entry and more epochs (hours on CPU).
+#                       The motion LLM stages of a profile go to $DEMO_DIR/<profile>/; the data,
+#                       evaluator and VQ-VAE stages are shared by both profiles.
 #   DEMO_DIR=runs/demo  NUM_MOTIONS=3000  SEED=0
-#   THREADS=1     torch threads for the GRU evaluator stages (small ops: one thread is fastest)
+#   THREADS=1     torch threads for the GRU evaluator and the LLM stages (one thread is fastest
+#                 for small ops, and far faster than two when another process holds a core)
 #   VQ_THREADS=2  torch threads for the convolutional VQ-VAE stages (use 1 on a busy machine)
+#   PROGRESS_INTERVAL_S=30  seconds between progress lines when the output is not a terminal
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -16,10 +22,32 @@ NUM_MOTIONS="${NUM_MOTIONS:-3000}"
 SEED="${SEED:-0}"
 THREADS="${THREADS:-1}"
 VQ_THREADS="${VQ_THREADS:-2}"
+DEMO_PROFILE="${DEMO_PROFILE:-quick}"
 DATA="$DEMO_DIR/SynthML"
 VQ="$DEMO_DIR/vq_tiny"
 EVALR="$DEMO_DIR/evaluator"
-mkdir -p "$DEMO_DIR"
+A="$DEMO_DIR/annotations"
+LLM="$DEMO_DIR/$DEMO_PROFILE"   # this profile's tiny base, SFT stages (and later GRPO, evaluations)
+# Per-profile overrides of configs/tiny/{llm,sft_stage0,sft_stage1,sft_stage2}.yaml
+case "$DEMO_PROFILE" in
+  quick)
+    LLM_OPTS=()
+    SFT0_OPTS=()
+    SFT1_OPTS=(max_entries_per_file=400)
+    SFT2_OPTS=(max_entries_per_file=160)
+    ;;
+  full)
+    LLM_OPTS=(hidden_size=256 intermediate_size=1024 head_dim=64)
+    SFT0_OPTS=(training.epochs=20)
+    SFT1_OPTS=(max_entries_per_file=0 training.epochs=3)
+    SFT2_OPTS=(max_entries_per_file=0 training.epochs=2)
+    ;;
+  *)
+    echo "DEMO_PROFILE=$DEMO_PROFILE: use quick (default) or full" >&2
+    exit 2
+    ;;
+esac
+mkdir -p "$DEMO_DIR" "$LLM"
 start=$(date +%s)
 stage() { echo; echo "=== [$(($(date +%s) - start))s] $* ==="; }
 
@@ -50,7 +78,7 @@ $PY -m eval.render --npy "$DEMO_DIR/vq_recon/${ID}_gt.npy" "$DEMO_DIR/vq_recon/$
 
 stage "7. Annotations for SFT stages 0-2 and GRPO prompts (data engine)"
 $PY -m data.engine --config configs/tiny/engine.yaml --dataset-root "$DATA" \
-  --out "$DEMO_DIR/annotations" seed="$SEED" workers=2
+  --out "$A" seed="$SEED" workers=2
 
 stage "8. Tokenise SynthML and the engine's imperfect motions"
 $PY -m prepare.tokenize_motions --config configs/tiny/tokenize.yaml dataset_root="$DATA" \
@@ -59,15 +87,44 @@ $PY -m prepare.tokenize_motions --config configs/tiny/tokenize.yaml dataset_root
 
 stage "9. Check every annotation file builds (counts and one example per file)"
 $PY -m prepare.inspect_annotations --dataset-root "$DATA" --codes-dir "$VQ/codes" \
-  --annotations-dir "$DEMO_DIR/annotations" > "$DEMO_DIR/annotations/inspect.txt"
-head -n 40 "$DEMO_DIR/annotations/inspect.txt"
-echo "... (full listing: $DEMO_DIR/annotations/inspect.txt)"
+  --annotations-dir "$A" > "$A/inspect.txt"
+head -n 40 "$A/inspect.txt"
+echo "... (full listing: $A/inspect.txt)"
 
 stage "10. Evaluate: Real motion and VQ-VAE reconstruction rows (test split, batches of 32, 20 replications)"
+# eval.evaluate logs its table when it computes it; a finished evaluation is kept silently, so the
+# table is printed here only then (once either way)
+EVAL_MD="$DEMO_DIR/eval/eval_test.md"
+EVAL_DONE=""
+[ ! -f "$EVAL_MD" ] || EVAL_DONE=1
 $PY -m eval.evaluate --config configs/tiny/eval.yaml dataset_root="$DATA" \
   glove_dir="$DEMO_DIR/glove" evaluator_checkpoint="$EVALR/finest.tar" \
   evaluator_meta_dir="$EVALR/meta" vq_checkpoint="$VQ/net_last.pth" vq_meta_dir="$VQ/meta" \
   output_dir="$DEMO_DIR/eval" seed="$SEED" num_threads="$THREADS" replications=20
-cat "$DEMO_DIR/eval/eval_test.md"
+[ -z "$EVAL_DONE" ] || cat "$EVAL_MD"
+
+stage "11. Tiny base LLM (stands in for gemma-2-2b-it; profile $DEMO_PROFILE)"
+$PY -m prepare.build_tiny_llm --config configs/tiny/llm.yaml dataset_root="$DATA" annotations_dir="$A" \
+  output_dir="$LLM/tiny_llm" num_threads="$THREADS" "${LLM_OPTS[@]}"
+
+SFT=(dataset_root="$DATA" vq_checkpoint="$VQ/net_last.pth" codes_dir="$VQ/codes" num_threads="$THREADS")
+stage "12. SFT stage 0 (T2M + M2T)"
+$PY -m SFT.train_sft --config configs/tiny/sft_stage0.yaml "${SFT[@]}" model_path="$LLM/tiny_llm" \
+  output_dir="$LLM/sft_stage0" "annotation_files=[$A/stage_0_annotations.json,$A/stage-1/M2T_motion_caption_annots.json]" \
+  "${SFT0_OPTS[@]}"
+
+stage "13. SFT stage 1 (eight meta tasks)"
+STAGE1_FILES=""
+for task in T2M_direct_generation T2M_detailed_prompt_generation M2T_motion_caption T2T_prompt_analysis \
+  TM2T_assessment_analysis TM2T_refinement_instruction TM2M_direct_refinement TM2M_instructed_motion_refinement; do
+  STAGE1_FILES+="${STAGE1_FILES:+,}$A/stage-1/${task}_annots.json"
+done
+$PY -m SFT.train_sft --config configs/tiny/sft_stage1.yaml "${SFT[@]}" model_path="$LLM/sft_stage0/model" \
+  output_dir="$LLM/sft_stage1" "annotation_files=[$STAGE1_FILES]" "${SFT1_OPTS[@]}"
+
+stage "14. SFT stage 2 (IRMoGen dialogues)"
+$PY -m SFT.train_sft --config configs/tiny/sft_stage2.yaml "${SFT[@]}" model_path="$LLM/sft_stage1/model" \
+  output_dir="$LLM/sft_stage2" "annotation_files=[$A/stage-2/sft_motion_assess_cot_v2.json]" \
+  "${SFT2_OPTS[@]}"
 
 stage "done in $(($(date +%s) - start))s; outputs under $DEMO_DIR"

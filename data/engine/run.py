@@ -65,7 +65,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from tqdm import tqdm
 
 from data.annotations import NUM_INTERMEDIATE, TASKS, Annotation
 from data.config import RunConfig, config_to_dict
@@ -73,6 +72,7 @@ from data.engine.annotate import Goal, Variant, attribute_tasks, caption_tasks
 from data.engine.ownership import ENGINE_LIST, ENGINE_MANIFEST, EngineMotions, EngineRun, job_digest
 from data.engine.perturb import Imperfect, Stated, imperfect_ladder
 from data.layout import DatasetFileError, DatasetPaths, read_captions, read_split
+from data.progress import progress_bar
 from data.prompts import build_cot_prompt
 from data.run_folder import ProvenanceError, RunFolder, files_digest
 from data.runtime import open_run
@@ -305,7 +305,7 @@ def load_goals(cfg: EngineConfig, ignored: Counter | None = None) -> list[_GoalR
     if cfg.max_goals:
         ids = ids[: cfg.max_goals]
     out = []
-    for mid in tqdm(ids, desc="read goals", leave=False):
+    for mid in progress_bar(ids, desc="read goals", leave=False):
         lines = read_captions(paths.text_file(mid))
         captions = tuple(line.caption for line in lines)
         windows = tuple((line.start, line.end) for line in lines)
@@ -490,10 +490,10 @@ def _build(
         if cfg.workers > 1 and len(todo) > 1:
             with ProcessPoolExecutor(cfg.workers) as ex:
                 results = ex.map(_render_write, todo, chunksize=8)
-                for mid, sha in tqdm(results, total=len(todo), desc="render imperfect"):
+                for mid, sha in progress_bar(results, total=len(todo), desc="render imperfect"):
                     motions.record(mid, sha)
         else:
-            for job in tqdm(todo, desc="render imperfect"):
+            for job in progress_bar(todo, desc="render imperfect"):
                 motions.record(*_render_write(job))
         files = {
             m: {rel: e["sha256"] for rel, e in motions.motions[m]["files"].items()} for m in records_by_id

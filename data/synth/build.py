@@ -39,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data.layout import DatasetPaths
+from data.progress import progress_bar
 from data.run_folder import RunFolder
 from data.specs import DatasetSpec, get_dataset_spec
 from data.synth.body import sample_subject
@@ -355,7 +356,7 @@ def _build(
     train_jobs = [j for j in jobs if split_of[j.index] == "train"]
     held_jobs = [j for j in jobs if split_of[j.index] != "train"]
     held_programs = frozenset(program_key(p) for p, s in zip(programs, split_of, strict=True) if s != "train")
-    bar = tqdm(total=num, desc=f"SynthML {spec.name}", unit="motion", disable=not progress)
+    bar = progress_bar(total=num, desc=f"SynthML {spec.name}", unit="motion", disable=not progress)
     train_results = _map(_run_job, train_jobs, workers, CaptionFilter(windows=held_programs), bar)
     train_records = [r["record"] for r in train_results]
     held_avoid = CaptionFilter(
