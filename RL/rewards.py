@@ -78,7 +78,9 @@ _CYCLE = (
     rf"\[generate\]<Motion>(?:<Motion_\d{{1,3}}>)+</Motion>\[/generate\]\s*{_PLAN}"
     rf"\[assess\]{_SECTION_TEXT}\[/assess\]\s*{_PLAN}"
 )
-STRICT_FORMAT_PATTERN = rf"\s*<think>\s*{_PLAN}\[analyze\]{_SECTION_TEXT}\[/analyze\]\s*{_PLAN}(?:{_CYCLE})+</think>\s*"
+STRICT_FORMAT_PATTERN = (
+    rf"\s*<think>\s*{_PLAN}\[analyze\]{_SECTION_TEXT}\[/analyze\]\s*{_PLAN}(?:{_CYCLE})+</think>\s*"
+)
 """The strict chain (used with ``fullmatch``): plan, analyze, plan, then >= 1 cycles of generate, plan,
 assess, plan, then ``</think>`` and nothing but whitespace."""
 _STRICT_FORMAT_RE = re.compile(STRICT_FORMAT_PATTERN, re.DOTALL)
@@ -175,7 +177,9 @@ class GuoRewardBackend:
         self._last: tuple[tuple, BatchScores] | None = None
 
     @classmethod
-    def from_config(cls, cfg: GRPORunConfig, vocab: MotionVocab, stop_ids: Sequence[int], device: Any) -> GuoRewardBackend:
+    def from_config(
+        cls, cfg: GRPORunConfig, vocab: MotionVocab, stop_ids: Sequence[int], device: Any
+    ) -> GuoRewardBackend:
         """Load the VQ-VAE, its meta, the evaluator (with its meta and word vectors) named by the config."""
         spec = get_dataset_spec(cfg.dataset)
         vq = MotionVQVAE.from_checkpoint(cfg.vq_checkpoint, nfeats=spec.feat_dim, map_location=device)
@@ -215,7 +219,9 @@ class GuoRewardBackend:
                 raw = self.resolver.load(MotionRef(mid, f, t))
                 n = (len(raw) // unit) * unit
                 if n < unit:
-                    raise ValueError(f"ground truth {mid} [{f}, {t}) s has {len(raw)} frames, fewer than {unit}")
+                    raise ValueError(
+                        f"ground truth {mid} [{f}, {t}) s has {len(raw)} frames, fewer than {unit}"
+                    )
                 motions.append(raw[:n])
             emb, failed = self.scorer.embed_motions(motions, FeatureNorm.identity(self.scorer.spec.feat_dim),
                                                     label="ground truth")  # fmt: skip
@@ -259,7 +265,9 @@ class GuoRewardBackend:
         parses = [self.parse(ids) for ids in completion_ids]
         good = [i for i, p in enumerate(parses) if p.codes]
         decoded = dict(zip(good, self.decode([parses[i].codes for i in good]), strict=True))
-        motions = [decoded.get(i, self.mean_pose if self.malformed == "mean_pose" else None) for i in range(n)]
+        motions = [
+            decoded.get(i, self.mean_pose if self.malformed == "mean_pose" else None) for i in range(n)
+        ]
         emb, failed = self.scorer.embed_motions(motions, self.space, label="GRPO answers")
         malformed = np.array([i not in decoded for i in range(n)], dtype=bool) | failed
         text = self.scorer.embed_texts(caption_tokens, cache=True)

@@ -18,9 +18,12 @@ from __future__ import annotations
 import json
 import logging
 
+from transformers import AutoTokenizer
+
 from data.config import config_to_dict, parse_cli
 from data.runtime import open_run, resolve_device, set_seed, set_torch_threads, setup_logging
-from models.grpo import SUMMARY, GRPORunConfig, prepare_policy, run_grpo
+from models.grpo import SUMMARY, GRPORunConfig, run_grpo
+from models.motion_llm import MotionLLMMeta
 from RL.rewards import NEEDS_MOTION_ASSETS, RewardContext, build_rewards, check_reward_names
 
 logger = logging.getLogger("RL.train_grpo")
@@ -54,7 +57,16 @@ def main(argv: list[str] | None = None) -> dict:
     check_reward_names(cfg.rewards.names)
     motion_assets = bool(NEEDS_MOTION_ASSETS & set(cfg.rewards.names))
     cfg.check_inputs(need_motion_assets=motion_assets)
-    inputs = {"model_path": cfg.model_path, "prompts_file": cfg.prompts_file, "vq_checkpoint": cfg.vq_checkpoint}
+    device = resolve_device(cfg.device)
+    # The rewards (VQ-VAE, evaluator, word vectors) load before the run folder is opened: a bad asset fails here.
+    eos = AutoTokenizer.from_pretrained(cfg.model_path).eos_token_id
+    ctx = RewardContext(cfg, MotionLLMMeta.load(cfg.model_path).vocab, (eos,), device)
+    rewards = build_rewards(cfg.rewards.names, ctx)
+    inputs = {
+        "model_path": cfg.model_path,
+        "prompts_file": cfg.prompts_file,
+        "vq_checkpoint": cfg.vq_checkpoint,
+    }
     if motion_assets:
         inputs.update(evaluator_checkpoint=cfg.evaluator_checkpoint, glove_dir=cfg.glove_dir)
     with open_run(
@@ -64,11 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
         if run.finished and run.has(SUMMARY):
             logger.info("%s holds stage 3, finished; keeping it (resume=false retrains)", run.root)
             return json.loads(run.path(SUMMARY).read_text())
-        device = resolve_device(cfg.device)
-        loaded = prepare_policy(cfg, device)
-        ctx = RewardContext(cfg, loaded.vocab, (loaded.tokenizer.eos_token_id,), device)
-        rewards = build_rewards(cfg.rewards.names, ctx)
-        return run_grpo(cfg, run, rewards, loaded=loaded)
+        return run_grpo(cfg, run, rewards)
 
 
 if __name__ == "__main__":

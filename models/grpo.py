@@ -152,7 +152,9 @@ class GenerationSection:
 
     def __post_init__(self) -> None:
         if self.num_generations < 2:
-            raise ValueError(f"generation.num_generations={self.num_generations} must be >= 2 (GRPO compares a group)")
+            raise ValueError(
+                f"generation.num_generations={self.num_generations} must be >= 2 (GRPO compares a group)"
+            )
         if self.max_completion_length < 1 or self.temperature <= 0:
             raise ValueError(
                 f"generation.max_completion_length={self.max_completion_length} (>= 1) and "
@@ -330,12 +332,16 @@ class GRPORunConfig(RunConfig):
             FileNotFoundError: naming the field and the path.
             MotionLLMError: ``model_path`` is not a motion LLM folder (TRL would re-load another reference).
         """
-        names = ["model_path", "prompts_file", "vq_checkpoint"]
+        paths = {name: getattr(self, name) for name in ("model_path", "prompts_file", "vq_checkpoint")}
         if need_motion_assets:
-            names += ["evaluator_checkpoint", "glove_dir", "dataset_root"]
-        for name in names:
-            if not getattr(self, name) or not Path(getattr(self, name)).exists():
-                raise FileNotFoundError(f"{name}={getattr(self, name)!r} does not exist")
+            paths.update(
+                {name: getattr(self, name) for name in ("evaluator_checkpoint", "glove_dir", "dataset_root")}
+            )
+            paths["vq_meta_dir"] = self.resolved_vq_meta_dir()
+            paths["evaluator_meta_dir"] = self.resolved_evaluator_meta_dir()
+        for name, path in paths.items():
+            if not path or not Path(path).exists():
+                raise FileNotFoundError(f"{name}={path!r} does not exist")
         if not is_motion_llm(self.model_path):
             raise MotionLLMError(
                 f"model_path={self.model_path!r} is not a motion LLM folder (no motion_llm.json): GRPO starts from "
@@ -348,7 +354,9 @@ class GRPORunConfig(RunConfig):
 # The per-group min-max scaling (the one override of the trainer)
 
 
-def group_minmax(rewards: torch.Tensor, group_size: int, columns: Sequence[int], eps: float = MINMAX_EPS) -> torch.Tensor:
+def group_minmax(
+    rewards: torch.Tensor, group_size: int, columns: Sequence[int], eps: float = MINMAX_EPS
+) -> torch.Tensor:
     """Min-max scale reward columns inside each group of ``group_size`` consecutive rows.
 
     ``r' = (r - min_g r) / (max_g r - min_g r + eps)`` per group ``g`` (the reference's
@@ -449,7 +457,9 @@ def grpo_arguments(cfg: GRPORunConfig, output_dir: Path, device: torch.device, n
     world = dist_env()[1]
     accum = accumulation_steps(cfg, world)
     if v.use_vllm and importlib.util.find_spec("vllm") is None:
-        raise ImportError("vllm.use_vllm=true but vllm is not installed (pip install vllm), or set vllm.use_vllm=false")
+        raise ImportError(
+            "vllm.use_vllm=true but vllm is not installed (pip install vllm), or set vllm.use_vllm=false"
+        )
     kwargs: dict[str, Any] = {}
     if device.type == "cpu":
         kwargs["use_cpu"] = True
@@ -494,7 +504,7 @@ def grpo_arguments(cfg: GRPORunConfig, output_dir: Path, device: torch.device, n
         per_device_train_batch_size=t.per_device_batch_size,
         gradient_accumulation_steps=accum,
         bf16=use_bf16(t.precision, device),
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
         deepspeed=resolve_deepspeed(t.deepspeed),
         # vLLM (GPU users; off by default)
         use_vllm=v.use_vllm,
