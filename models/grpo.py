@@ -460,6 +460,10 @@ def grpo_arguments(cfg: GRPORunConfig, output_dir: Path, device: torch.device, n
         raise ImportError(
             "vllm.use_vllm=true but vllm is not installed (pip install vllm), or set vllm.use_vllm=false"
         )
+    if cfg.rewards.weights and len(cfg.rewards.weights) != n_rewards:
+        raise ValueError(
+            f"rewards.weights has {len(cfg.rewards.weights)} entries for {n_rewards} reward functions"
+        )
     kwargs: dict[str, Any] = {}
     if device.type == "cpu":
         kwargs["use_cpu"] = True

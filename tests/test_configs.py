@@ -115,7 +115,7 @@ def _undocumented_fields(cls: type) -> list[str]:
 
 @pytest.mark.parametrize(
     "cls", [RunConfig, *ALL_STAGE_CONFIGS, EvaluatorModelConfig, MovementAEConfig, VQVAEConfig, LoraSection,
-            TrainingSection],
+            TrainingSection, RewardSection, GenerationSection, VLLMSection, GRPOTrainingSection],
     ids=lambda c: c.__name__,
 )  # fmt: skip
 def test_every_config_field_has_a_docstring(cls: type):
