@@ -165,6 +165,9 @@ class GuoRewardBackend:
             raise ValueError(f"the VQ-VAE has {vq.nb_code} codes, the model's vocabulary {vocab.nb_code}")
         self.vq = vq.float().eval()
         self.space: EvalSpaceMap = scorer.space_map(vq_norm)
+        self.raw_space: EvalSpaceMap = scorer.space_map(
+            FeatureNorm.identity(scorer.spec.feat_dim)
+        )  # ground truth
         self.scorer = scorer
         self.resolver = resolver
         self.vocab = vocab
@@ -223,8 +226,7 @@ class GuoRewardBackend:
                         f"ground truth {mid} [{f}, {t}) s has {len(raw)} frames, fewer than {unit}"
                     )
                 motions.append(raw[:n])
-            emb, failed = self.scorer.embed_motions(motions, FeatureNorm.identity(self.scorer.spec.feat_dim),
-                                                    label="ground truth")  # fmt: skip
+            emb, failed = self.scorer.embed_motions(motions, self.raw_space, label="ground truth")
             if failed.any():
                 bad = [missing[i][0] for i in np.flatnonzero(failed)]
                 raise ValueError(f"ground-truth motions {bad[:5]} are not finite (T, D) features")
