@@ -192,7 +192,7 @@ class GuoRewardBackend:
         )
         resolver = MotionResolver([cfg.dataset_root], dataset=spec.name)
         return cls(vq, vq_norm, scorer, resolver, vocab, stop_ids=stop_ids,
-                   malformed=cfg.rewards.malformed_motion, max_cache=cfg.rewards.caption_max_cache)  # fmt: skip
+                   malformed=cfg.rewards.malformed_motion, max_cache=cfg.rewards.gt_cache_size)  # fmt: skip
 
     # ---------------------------------------------------------------- pieces
     def parse(self, ids: Sequence[int]) -> MotionParse:

@@ -112,8 +112,8 @@ class RewardSection:
     malformed_motion: Literal["mean_pose", "group_min"] = "mean_pose"
     """A completion without a usable motion: ``mean_pose`` scores the still mean pose of 196 frames (the
     reference); ``group_min`` gives it the group's worst distance (0 after scaling; needs the scaling)."""
-    caption_max_cache: int = 100000
-    """Caption and ground-truth embeddings kept in the reward cache (oldest dropped beyond it)."""
+    gt_cache_size: int = 100000
+    """Ground-truth embeddings kept by the motion rewards (oldest dropped beyond it; captions are all kept)."""
 
     def __post_init__(self) -> None:
         if not self.names:
@@ -579,8 +579,7 @@ def prepare_policy(cfg: GRPORunConfig, device: torch.device) -> LoadedMotionLLM:
         expected_n_text=cfg.expected_n_text or None,
     )  # fmt: skip
     loaded.meta.info = {**loaded.meta.info, "stage": 3, "started_from": cfg.model_path}
-    if cfg.training.gradient_checkpointing:
-        loaded.model.config.use_cache = False
+    # use_cache stays on: TRL switches checkpointing off while it generates, and generation needs the cache
     return loaded
 
 
