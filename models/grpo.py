@@ -594,8 +594,11 @@ def plot_rewards(log_history: list[dict[str, Any]], reward_names: Sequence[str],
         return ([p[0] for p in pts], [p[1] for p in pts]) if pts else ([], [])
 
     panels = [
-        ("rewards (after scaling)", [*(f"rewards/{n}/mean" for n in reward_names), "reward"]),
-        ("raw rewards (before scaling)", [f"{n}/raw_mean" for n in reward_names]),
+        (
+            "rewards as summed (distances min-max scaled per group)",
+            [*(f"rewards/{n}/mean" for n in reward_names), "reward"],
+        ),
+        ("distance rewards before scaling", [f"{n}/raw_mean" for n in reward_names]),
         ("KL to stage 2", ["kl"]),
         ("completion length (tokens)", ["completions/mean_length", "completions/max_length"]),
         ("malformed share", ["motion/malformed_frac", "completions/clipped_ratio"]),
