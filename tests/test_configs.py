@@ -90,7 +90,13 @@ def test_every_stage_extends_the_shared_base_with_one_name_per_idea():
         assert not old, f"{cls.__name__} still has {old}"
     vq_users = [c.__name__ for c in ALL_STAGE_CONFIGS if any("vq" in f.name and "checkpoint" in f.name
                                                                for f in dataclasses.fields(c))]  # fmt: skip
-    assert sorted(vq_users) == ["EvalConfig", "GRPORunConfig", "ReconstructConfig", "SFTConfig", "TokenizeConfig"]
+    assert sorted(vq_users) == [
+        "EvalConfig",
+        "GRPORunConfig",
+        "ReconstructConfig",
+        "SFTConfig",
+        "TokenizeConfig",
+    ]
     for cls in vq_users:
         assert "vq_checkpoint" in {f.name for f in dataclasses.fields(globals()[cls])}
 
