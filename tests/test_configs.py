@@ -16,6 +16,7 @@ from data.specs import get_dataset_spec
 from eval.harness import EvalConfig
 from eval.vq_reconstruct import ReconstructConfig
 from models.evaluator_training import EvaluatorModelConfig, EvaluatorTrainConfig, MovementAEConfig
+from models.grpo import GenerationSection, GRPORunConfig, GRPOTrainingSection, RewardSection, VLLMSection
 from models.sft import LoraSection, SFTConfig, TrainingSection
 from models.tiny_llm import TinyLLMConfig
 from models.vq_tokenize import TokenizeConfig
@@ -37,6 +38,7 @@ STAGES = {
     "sft_stage1": SFTConfig,
     "sft_stage2": SFTConfig,
     "llm": TinyLLMConfig,
+    "grpo": GRPORunConfig,
 }
 ALL_STAGE_CONFIGS = [*dict.fromkeys(STAGES.values()), ReconstructConfig]
 
@@ -88,7 +90,13 @@ def test_every_stage_extends_the_shared_base_with_one_name_per_idea():
         assert not old, f"{cls.__name__} still has {old}"
     vq_users = [c.__name__ for c in ALL_STAGE_CONFIGS if any("vq" in f.name and "checkpoint" in f.name
                                                                for f in dataclasses.fields(c))]  # fmt: skip
-    assert sorted(vq_users) == ["EvalConfig", "ReconstructConfig", "SFTConfig", "TokenizeConfig"]
+    assert sorted(vq_users) == [
+        "EvalConfig",
+        "GRPORunConfig",
+        "ReconstructConfig",
+        "SFTConfig",
+        "TokenizeConfig",
+    ]
     for cls in vq_users:
         assert "vq_checkpoint" in {f.name for f in dataclasses.fields(globals()[cls])}
 
@@ -113,7 +121,7 @@ def _undocumented_fields(cls: type) -> list[str]:
 
 @pytest.mark.parametrize(
     "cls", [RunConfig, *ALL_STAGE_CONFIGS, EvaluatorModelConfig, MovementAEConfig, VQVAEConfig, LoraSection,
-            TrainingSection],
+            TrainingSection, RewardSection, GenerationSection, VLLMSection, GRPOTrainingSection],
     ids=lambda c: c.__name__,
 )  # fmt: skip
 def test_every_config_field_has_a_docstring(cls: type):
