@@ -55,7 +55,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,7 @@ from data.motion_tokens import (
 from data.normalization import FeatureNorm
 from data.prompts import GC, GM, build_cot_prompt, build_inference_prompt
 from data.runtime import all_gather_objects, gather_dicts
+from data.specs import get_dataset_spec
 from eval.harness import HarnessBatch, Method
 from eval.scoring import MotionTextScorer
 from models.generation import (
@@ -83,7 +85,14 @@ from models.generation import (
     refinement_loop,
     row_seed,
 )
-from models.motion_llm import MotionVocab
+from models.motion_llm import (
+    MotionLLMError,
+    MotionLLMMeta,
+    MotionVocab,
+    VQIdentity,
+    is_motion_llm,
+    load_motion_llm,
+)
 from models.vqvae import MotionVQVAE
 
 logger = logging.getLogger(__name__)
@@ -114,14 +123,19 @@ class TaskOptions:
     """Rows per generate forward."""
     reuse_cache: bool = True
     """Reuse each sample's cached prompt prefix across the calls of a multi-call task."""
+    max_new_tokens: int = 0
+    """Cap on the tokens of each generate call on top of the task's ``max_length`` (0 = none; quick
+    runs of untrained models, which rarely stop on their own)."""
 
     def __post_init__(self) -> None:
         if self.max_refine_round < 1:
             raise ValueError(f"max_refine_round={self.max_refine_round} must be >= 1")
         if self.chain_rounds < 1:
             raise ValueError(f"chain_rounds={self.chain_rounds} must be >= 1")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+        if self.batch_size < 1 or self.max_new_tokens < 0:
+            raise ValueError(
+                f"batch_size={self.batch_size} must be >= 1, max_new_tokens={self.max_new_tokens} >= 0"
+            )
 
 
 @dataclass
@@ -213,10 +227,11 @@ class MotionLLMRunner:
     def decode_config(self, task: str, sample: bool, honour_sampling: bool = False) -> DecodeConfig:
         """The task's limits (section 8.4) with this tokenizer's stop ids."""
         o = self.options
-        return decode_config_for_task(
+        dec = decode_config_for_task(
             task, do_sample=sample, honour_sampling=honour_sampling, stop_ids=self.stop_ids,
             pad_id=self.pad_id, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p,
         )  # fmt: skip
+        return replace(dec, max_new_tokens=o.max_new_tokens) if o.max_new_tokens else dec
 
     def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids with ``<bos>`` (the tokenizer adds it, as the reference's batch call does)."""
@@ -261,6 +276,63 @@ class MotionLLMRunner:
             x[j, : lens[j]] = c[: lens[j]]
         codes = self.vq.encode(torch.from_numpy(x).to(self.vq.device), torch.tensor(lens)).cpu()
         return [codes[j, : lens[j] // fpc].tolist() for j in range(len(crops))]
+
+
+def resolve_model_vq(
+    model_dir: str | Path, vq_checkpoint: str = "", vq_meta_dir: str = ""
+) -> tuple[Path, Path]:
+    """The VQ-VAE checkpoint and normalisation folder of a motion LLM folder.
+
+    ``vq_checkpoint`` defaults to the one ``motion_llm.json`` names; ``vq_meta_dir`` to its
+    ``info.vq_meta_dir`` when recorded, else the ``meta/`` folder beside the checkpoint (where
+    ``prepare.train_vq`` writes it).
+
+    Raises:
+        MotionLLMError: not a motion LLM folder, or no VQ-VAE recorded and none given.
+        FileNotFoundError: the checkpoint or meta folder is missing (the message names the override).
+    """
+    folder = Path(model_dir)
+    if not is_motion_llm(folder):
+        raise MotionLLMError(
+            f"{folder} is not a motion LLM folder (no motion_llm.json); evaluate a trained model"
+        )
+    meta = MotionLLMMeta.load(folder)
+    vq = Path(vq_checkpoint or meta.vq_checkpoint)
+    if not str(vq) or str(vq) == ".":
+        raise MotionLLMError(f"{folder}/motion_llm.json names no VQ-VAE; pass vq_checkpoint=...")
+    if not vq.is_file():
+        raise FileNotFoundError(
+            f"VQ-VAE checkpoint {vq} (from {folder}/motion_llm.json) not found; pass vq_checkpoint=..."
+        )
+    norm = Path(vq_meta_dir or meta.info.get("vq_meta_dir", "") or vq.parent / "meta")
+    if not norm.is_dir():
+        raise FileNotFoundError(
+            f"VQ normalisation folder {norm} not found; pass vq_meta_dir=... (mean.npy/std.npy)"
+        )
+    return vq, norm
+
+
+def load_runner(
+    model_dir: str | Path,
+    dataset: str,
+    *,
+    device: torch.device | str = "cpu",
+    options: TaskOptions | None = None,
+    vq_checkpoint: str = "",
+    vq_meta_dir: str = "",
+    dtype: str = "auto",
+    attn_implementation: str = "auto",
+) -> MotionLLMRunner:
+    """Load a motion LLM folder and its VQ-VAE (checked against the hash in ``motion_llm.json``)."""
+    vq_path, meta_dir = resolve_model_vq(model_dir, vq_checkpoint, vq_meta_dir)
+    spec = get_dataset_spec(dataset)
+    meta = MotionLLMMeta.load(model_dir)
+    loaded = load_motion_llm(model_dir, nb_code=meta.nb_code, vq=VQIdentity.of(vq_path), device=device,
+                             attn_implementation=attn_implementation, dtype=dtype)  # fmt: skip
+    loaded.model.eval()
+    vq = MotionVQVAE.from_checkpoint(vq_path, nfeats=spec.feat_dim, map_location=device)
+    norm = FeatureNorm.load_meta(meta_dir, spec)
+    return MotionLLMRunner(loaded.model, loaded.tokenizer, loaded.vocab, vq, norm, options)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -698,6 +770,7 @@ class TaskMethod:
     ):
         self.runner, self.task, self.recorder, self.scorer = runner, task, recorder, scorer
         self.rounds = task_rounds(task, runner.options)
+        self._space = scorer.space_map(runner.vq_norm) if scorer is not None else runner.vq_norm
         self.__name__ = f"TaskMethod[{task}]"
 
     def method(self, name: str | None = None) -> Method:
