@@ -113,8 +113,11 @@ class TaskOptions:
     do_sample: bool = False
     """``--do-sample``: sample instead of greedy (forced-greedy tasks stay greedy)."""
     temperature: float = 1.0
+    """Sampling temperature."""
     top_k: int | None = 50
+    """Top-k when sampling (None = off)."""
     top_p: float = 1.0
+    """Nucleus sampling mass (1 = off)."""
     max_refine_round: int = 5
     """Most refinement rounds (``--max-refine-round``); also the span ``..._w_max_rounds`` scores."""
     chain_rounds: int = 5

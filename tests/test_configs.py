@@ -14,6 +14,7 @@ from data.config import ConfigError, RunConfig, config_to_dict, load_config, par
 from data.engine.run import EngineConfig
 from data.specs import get_dataset_spec
 from eval.harness import EvalConfig
+from eval.llm_eval import LLMEvalConfig
 from eval.vq_reconstruct import ReconstructConfig
 from models.evaluator_training import EvaluatorModelConfig, EvaluatorTrainConfig, MovementAEConfig
 from models.sft import LoraSection, SFTConfig, TrainingSection
@@ -31,6 +32,7 @@ STAGES = {
     "tokenize": TokenizeConfig,
     "evaluator": EvaluatorTrainConfig,
     "eval": EvalConfig,
+    "eval_llm": LLMEvalConfig,
     "word_vectors": WordVectorsConfig,
     "engine": EngineConfig,
     "sft_stage0": SFTConfig,
@@ -88,7 +90,13 @@ def test_every_stage_extends_the_shared_base_with_one_name_per_idea():
         assert not old, f"{cls.__name__} still has {old}"
     vq_users = [c.__name__ for c in ALL_STAGE_CONFIGS if any("vq" in f.name and "checkpoint" in f.name
                                                                for f in dataclasses.fields(c))]  # fmt: skip
-    assert sorted(vq_users) == ["EvalConfig", "ReconstructConfig", "SFTConfig", "TokenizeConfig"]
+    assert sorted(vq_users) == [
+        "EvalConfig",
+        "LLMEvalConfig",
+        "ReconstructConfig",
+        "SFTConfig",
+        "TokenizeConfig",
+    ]
     for cls in vq_users:
         assert "vq_checkpoint" in {f.name for f in dataclasses.fields(globals()[cls])}
 
