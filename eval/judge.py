@@ -223,38 +223,61 @@ def evaluate_judge(
     got = gather_dicts(mine)
     scores = np.concatenate([got[k][0] for k in sorted(got)])
     dist = np.concatenate([got[k][1] for k in sorted(got)])
-    kind = np.array([p[1] for p in pairs])
-    rung = np.array([p[2] for p in pairs])
-    case = np.array([p[0] for p in pairs])
-    true_s = scores[kind == "true"]
-    true_d = dist[kind == "true"]
+    out = judge_metrics(
+        case=np.array([p[0] for p in pairs]), kind=np.array([p[1] for p in pairs]),
+        rung=np.array([p[2] for p in pairs]), scores=scores, distances=dist,
+    )  # fmt: skip
+    out["pairs_detail"] = [
+        {"goal": cases[p[0]].goal, "kind": p[1], "rung": p[2], "score": float(s), "distance": float(d)}
+        for p, s, d in zip(pairs, scores, dist, strict=True)
+    ]
+    return out
+
+
+def judge_metrics(
+    *, case: np.ndarray, kind: np.ndarray, rung: np.ndarray, scores: np.ndarray, distances: np.ndarray
+) -> dict[str, Any]:
+    """The judge numbers from scored pairs (pure).
+
+    Args:
+        case: ``(P,)`` goal index of each pair.
+        kind: ``(P,)`` ``"true"`` (one per goal), ``"mismatched"`` or ``"imperfect"``.
+        rung: ``(P,)`` the imperfect motion's rung (-1 otherwise).
+        scores: ``(P,)`` the model's alignment scores.
+        distances: ``(P,)`` evaluator text-motion distances.
+
+    Returns:
+        accuracies (model and evaluator) against mismatched and imperfect motions, per rung, the
+        Spearman correlation of score and -distance, and mean scores / probabilities per kind.
+    """
+    true = np.flatnonzero(kind == "true")
+    if len(np.unique(case[true])) != len(true):
+        raise ValueError("judge_metrics: every goal needs exactly one true pair")
+    true_s = np.full(int(case.max()) + 1, np.nan)
+    true_d = np.full_like(true_s, np.nan)
+    true_s[case[true]], true_d[case[true]] = scores[true], distances[true]
 
     def versus(sel: np.ndarray) -> tuple[float, float]:
         ref = case[sel]
-        return (preference_accuracy(true_s[ref], scores[sel]), preference_accuracy(-true_d[ref], -dist[sel]))
+        return (
+            preference_accuracy(true_s[ref], scores[sel]),
+            preference_accuracy(-true_d[ref], -distances[sel]),
+        )
 
-    out: dict[str, Any] = {"goals": n, "pairs": len(pairs)}
+    out: dict[str, Any] = {"goals": len(true), "pairs": len(kind)}
     out["accuracy_vs_mismatched"], out["evaluator_accuracy_vs_mismatched"] = versus(kind == "mismatched")
     imp = kind == "imperfect"
     if imp.any():
         out["accuracy_vs_imperfect"], out["evaluator_accuracy_vs_imperfect"] = versus(imp)
         out["per_rung"] = {}
         for r in sorted(set(rung[imp].tolist())):
-            a, e = versus(imp & (rung == r))
-            out["per_rung"][str(r)] = {
-                "pairs": int((imp & (rung == r)).sum()),
-                "accuracy": a,
-                "evaluator_accuracy": e,
-            }
-    out["spearman_score_vs_evaluator"] = rank_correlation(scores, dist)
-    out["mean_score"] = {
-        k: float(scores[kind == k].mean()) for k in ("true", "mismatched", "imperfect") if (kind == k).any()
-    }
-    out["mean_probability"] = {k: float(np.exp(scores[kind == k]).mean()) for k in out["mean_score"]}
-    out["pairs_detail"] = [
-        {"goal": cases[p[0]].goal, "kind": p[1], "rung": p[2], "score": float(s), "distance": float(d)}
-        for p, s, d in zip(pairs, scores, dist, strict=True)
-    ]
+            sel = imp & (rung == r)
+            a, e = versus(sel)
+            out["per_rung"][str(r)] = {"pairs": int(sel.sum()), "accuracy": a, "evaluator_accuracy": e}
+    out["spearman_score_vs_evaluator"] = rank_correlation(scores, distances)
+    kinds = [k for k in ("true", "mismatched", "imperfect") if (kind == k).any()]
+    out["mean_score"] = {k: float(scores[kind == k].mean()) for k in kinds}
+    out["mean_probability"] = {k: float(np.exp(scores[kind == k]).mean()) for k in kinds}
     return out
 
 
