@@ -29,6 +29,8 @@ from data.prompts import NO_REFINEMENT
 from data.specs import get_dataset_spec
 from data.word_vectorizer import WordVectorizer
 from eval.captioning import CaptionTagger, caption_scores, simple_tokenize
+from eval.compare import comparison_table
+from eval.compare import main as compare_main
 from eval.evaluate_llm import expand_flags
 from eval.evaluate_llm import main as evaluate_llm_main
 from eval.generate import main as generate_main
@@ -364,6 +366,15 @@ def test_outputs_folder_m2t_and_judge(setup):
     assert '<img src="renders/sample_0.gif"' in html and "<table>" in html and "round 2" in html
     md = (out / "eval_test.md").read_text()
     assert "| direct_generation-instructed_refinement round 2 |" in md and "Rounds used:" in md
+    # eval.compare: one table, the data row once, then a row per run and round
+    table = compare_main([str(out), str(out / "eval_test.json"), "--labels", "stage 1", "again"]).splitlines()
+    assert (
+        table[2].startswith("| data | Real motion |")
+        and len([x for x in table if x.startswith("| ")]) == 1 + 1 + 6
+    )
+    assert table[3].startswith("| stage 1 | direct_generation-instructed_refinement round 0 |")
+    with pytest.raises(ValueError, match="replications=2 but stage 1 has 1"):
+        comparison_table([js, {**js, "replications": 2}], ["stage 1", "other"])
 
     m2t = evaluate_llm_main(
         ["--config", str(setup["config"]), "task=m2t", f"output_dir={setup['root'] / 'm2t'}"]
