@@ -363,7 +363,7 @@ def _seeds(call: TaskCall, n: int, tag: int) -> list[int]:
 
 
 def _single_call(
-    runner: MotionLLMRunner, task: str, kind: str, call: TaskCall, prompts: list[str], tag: int = 0
+    runner: MotionLLMRunner, task: str, call: TaskCall, prompts: list[str], tag: int = 0
 ) -> tuple[list[Generation], DecodeConfig]:
     dec = runner.decode_config(task, call.sample, call.honour_sampling)
     gens = runner.generate(runner.encode_prompts(prompts), dec, _seeds(call, len(prompts), tag))
@@ -375,7 +375,7 @@ def _direct(runner: MotionLLMRunner, task: str, prompt_task: str, call: TaskCall
     """One forced-``<Motion>`` generation per caption (``t2m`` / ``t2m_motionagent`` prompts)."""
     shown = captions if captions is not None else call.captions
     prompts = [build_inference_prompt(prompt_task, {GC: c}) for c in shown]
-    gens, dec = _single_call(runner, task, prompt_task, call, prompts, tag=1)
+    gens, dec = _single_call(runner, task, call, prompts, tag=1)
     out = []
     for cap, prompt, g in zip(call.captions, prompts, gens, strict=True):
         parse = parse_task_completion(prompt_task, g.tokens, base_id=runner.base_id, stop_ids=dec.stop_ids,
@@ -388,7 +388,7 @@ def _direct(runner: MotionLLMRunner, task: str, prompt_task: str, call: TaskCall
 def _analyses(runner: MotionLLMRunner, task: str, call: TaskCall) -> tuple[list[str], list[Step]]:
     """``prompt_analysis`` per caption -> (lower-cased analysis texts, their steps)."""
     prompts = [build_inference_prompt("prompt_analysis", {GC: c}) for c in call.captions]
-    gens, _ = _single_call(runner, task, "prompt_analysis", call, prompts, tag=0)
+    gens, _ = _single_call(runner, task, call, prompts, tag=0)
     texts = [runner.text(g.tokens).strip() for g in gens]
     steps = [Step(0, "prompt_analysis", p, t) for p, t in zip(prompts, texts, strict=True)]
     return [t.lower() for t in texts], steps
@@ -464,7 +464,7 @@ def run_cot(runner: MotionLLMRunner, task: str, call: TaskCall) -> list[SampleTr
     """The reasoning chain (``unified_mogen_cot_v3`` and its selection variants)."""
     opts = runner.options
     prompts = [build_cot_prompt(c) for c in call.captions]
-    gens, dec = _single_call(runner, task, "cot", call, prompts, tag=2)
+    gens, dec = _single_call(runner, task, call, prompts, tag=2)
     rounds = task_rounds(task, opts)
     out = []
     for cap, prompt, g in zip(call.captions, prompts, gens, strict=True):
@@ -501,7 +501,7 @@ def run_random_flip(runner: MotionLLMRunner, task: str, call: TaskCall) -> list[
     ids = runner.encode_prompts(prompts)
     dec = runner.decode_config(task, call.sample, call.honour_sampling)
     pass1 = runner.generate(
-        ids, DecodeConfig(**{**asdict(dec), "stop_ids": (runner.stop_ids[0], vocab.end_id)}),
+        ids, replace(dec, stop_ids=(runner.stop_ids[0], vocab.end_id)),
         _seeds(call, len(ids), 3), keep_state=opts.reuse_cache,
     )  # fmt: skip
     prefixes, fallback = [], call.stats.get(f"{task}/flip", 0)
