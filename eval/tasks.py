@@ -7,6 +7,9 @@ task                                          what runs                         
 ============================================  =================================================  ======
 ``t2m``                                       ``t2m`` prompt, forced ``<Motion>``                 1
 ``t2m_motionagent``                           Motion-Agent prompt, forced ``<Motion>``            1
+``t2m_stage0``                                ours: the stage-0 training prompt (Motion-Agent      1
+                                              strings in the section 3.1 layout), forced
+                                              ``<Motion>``
 ``analysis_guided_t2m``                       ``prompt_analysis``, its text lower-cased as the     1
                                               caption of ``t2m`` (forced greedy)
 ``direct_generation-instructed_refinement``   ``t2m``, then the section 8.5 loop (at most           R+1
@@ -63,6 +66,7 @@ import numpy as np
 import torch
 
 from data.motion_tokens import (
+    MOTION_START,
     ParseStatsTable,
     codes_or_fallback,
     parse_motion_ids,
@@ -70,7 +74,16 @@ from data.motion_tokens import (
     render_codes,
 )
 from data.normalization import FeatureNorm
-from data.prompts import GC, GM, build_cot_prompt, build_inference_prompt
+from data.prompts import (
+    GC,
+    GM,
+    MOTIONAGENT_MOGEN_TEMPLATE,
+    MOTIONAGENT_SYSTEM_PROMPT,
+    build_cot_prompt,
+    build_inference_prompt,
+    render_prompt,
+    substitute,
+)
 from data.runtime import all_gather_objects, gather_dicts
 from data.specs import get_dataset_spec
 from eval.harness import HarnessBatch, Method
@@ -231,7 +244,7 @@ class MotionLLMRunner:
         """The task's limits (section 8.4) with this tokenizer's stop ids."""
         o = self.options
         dec = decode_config_for_task(
-            task, do_sample=sample, honour_sampling=honour_sampling, stop_ids=self.stop_ids,
+            TASKS[task].decoding if task in TASKS else task, do_sample=sample, honour_sampling=honour_sampling, stop_ids=self.stop_ids,
             pad_id=self.pad_id, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p,
         )  # fmt: skip
         return replace(dec, max_new_tokens=o.max_new_tokens) if o.max_new_tokens else dec
@@ -374,7 +387,11 @@ def _direct(runner: MotionLLMRunner, task: str, prompt_task: str, call: TaskCall
             captions: list[str] | None = None) -> list[SampleTrace]:  # fmt: skip
     """One forced-``<Motion>`` generation per caption (``t2m`` / ``t2m_motionagent`` prompts)."""
     shown = captions if captions is not None else call.captions
-    prompts = [build_inference_prompt(prompt_task, {GC: c}) for c in shown]
+    if prompt_task == STAGE0_PROMPT:
+        prompts = [stage0_prompt(c) for c in shown]
+        prompt_task = "t2m"  # same forced-<Motion> parse rule
+    else:
+        prompts = [build_inference_prompt(prompt_task, {GC: c}) for c in shown]
     gens, dec = _single_call(runner, task, call, prompts, tag=1)
     out = []
     for cap, prompt, g in zip(call.captions, prompts, gens, strict=True):
@@ -396,6 +413,21 @@ def _analyses(runner: MotionLLMRunner, task: str, call: TaskCall) -> tuple[list[
 
 def run_t2m(runner: MotionLLMRunner, task: str, call: TaskCall) -> list[SampleTrace]:
     return _direct(runner, task, "t2m", call)
+
+
+STAGE0_PROMPT = "stage0"
+
+
+def stage0_prompt(caption: str) -> str:
+    """Our stage-0 training prompt: Motion-Agent's system and user strings in the section 3.1 layout
+    (``User: ... Response:``, as ``stage_0_annotations.json`` renders through the SFT builders), then
+    the forced ``<Motion>``. The reference's ``t2m_motionagent`` uses Motion-Agent's own layout instead."""
+    user = substitute(MOTIONAGENT_MOGEN_TEMPLATE, {GC: caption}, [GC], text_first=True)
+    return render_prompt(MOTIONAGENT_SYSTEM_PROMPT, user) + MOTION_START
+
+
+def run_t2m_stage0(runner: MotionLLMRunner, task: str, call: TaskCall) -> list[SampleTrace]:
+    return _direct(runner, task, STAGE0_PROMPT, call)
 
 
 def run_t2m_motionagent(runner: MotionLLMRunner, task: str, call: TaskCall) -> list[SampleTrace]:
@@ -583,12 +615,25 @@ class EvalTask:
     """``single``, ``refinement`` or ``chain`` (decides the number of rows)."""
     needs_negative: bool = False
     description: str = ""
+    decoding: str = ""
+    """Key of ``models.generation.TASK_DECODING`` (default: the task's name)."""
+
+    def __post_init__(self) -> None:
+        if not self.decoding:
+            object.__setattr__(self, "decoding", self.name)
 
 
 TASKS: dict[str, EvalTask] = {
     t.name: t
     for t in (
-        EvalTask("t2m", run_t2m, "single", description="direct text-to-motion (stage 0/1)"),
+        EvalTask("t2m", run_t2m, "single", description="direct text-to-motion (stage 1)"),
+        EvalTask(
+            "t2m_stage0",
+            run_t2m_stage0,
+            "single",
+            decoding="t2m",
+            description="ours: direct text-to-motion with the stage-0 training prompt",
+        ),  # fmt: skip
         EvalTask("t2m_motionagent", run_t2m_motionagent, "single", description="Motion-Agent prompt"),
         EvalTask(
             "analysis_guided_t2m",

@@ -46,6 +46,7 @@ from eval.tasks import (
     load_runner,
     round_summary,
     run_task,
+    stage0_prompt,
     task_rounds,
 )
 from models.evaluator import EvaluatorDims, build_networks, load_guo_evaluator, save_guo_checkpoint
@@ -389,6 +390,15 @@ def test_outputs_folder_m2t_and_judge(setup):
     assert judge["goals"] == 4 and judge["pairs"] == 4 * 5 and set(judge["per_rung"]) == {"0", "1", "2"}
     assert -1 <= judge["spearman_score_vs_evaluator"] <= 1 and 0 <= judge["accuracy_vs_imperfect"] <= 1
     assert (setup["root"] / "judge" / "judge.md").is_file()
+
+
+def test_stage0_prompt_is_the_stage0_training_layout():
+    assert stage0_prompt("a man walks.") == (
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.\n\nUser: ### Instruction:\nGenerate a "
+        "motion matching the following input human motion description\n\n### Input:\na man walks.\n\n "
+        "Response:<Motion>"
+    )
 
 
 def test_expand_flags():
