@@ -49,8 +49,9 @@ from data.datasets import eval_collate, replication_batches
 from data.layout import DatasetPaths, read_captions, read_split
 from data.runtime import gather_dicts, group_rank_world
 from eval.harness import EvaluationHarness, batch_seed
+from eval.llm_runner import MotionLLMRunner
 from eval.metrics import mean_ci95, text_motion_scores_batched
-from eval.tasks import MotionLLMRunner, generate_captions
+from eval.tasks import generate_captions
 
 logger = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from data.runtime import (
 )
 from eval.harness import EVAL_VOLATILE, open_eval_run
 from eval.llm_eval import LLMEvalConfig, model_inputs, run_captioning, run_judge, run_motion_task
-from eval.tasks import load_runner
+from eval.llm_runner import load_runner
 
 logger = logging.getLogger("eval.evaluate_llm")
 

@@ -37,9 +37,10 @@ from data.motion_repr import recover_from_ric
 from data.motion_tokens import ParseStatsTable
 from data.runtime import open_run, resolve_device, set_seed
 from data.specs import DATASET_NAMES, get_dataset_spec
+from eval.llm_runner import TaskOptions, load_runner
 from eval.render import render_motions
 from eval.report_html import shorten_motions
-from eval.tasks import TASKS, TaskCall, TaskOptions, get_task, load_runner, run_task
+from eval.tasks import TASKS, TaskCall, get_task, run_task
 
 logger = logging.getLogger("eval.generate")
 

@@ -53,8 +53,8 @@ from data.motion_tokens import render_codes
 from data.normalization import FeatureNorm
 from data.prompts import GC, GEN, NO_REFINEMENT, build_inference_prompt
 from data.runtime import gather_dicts, group_rank_world
+from eval.llm_runner import MotionLLMRunner
 from eval.scoring import MotionTextScorer
-from eval.tasks import MotionLLMRunner
 
 logger = logging.getLogger(__name__)
 

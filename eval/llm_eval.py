@@ -23,17 +23,10 @@ from data.specs import get_dataset_spec
 from eval.captioning import CaptionTagger, captioning_markdown, evaluate_captioning
 from eval.harness import EvalConfig, eval_inputs, harness_from_config
 from eval.judge import engine_cases, evaluate_judge, judge_markdown
+from eval.llm_runner import MotionLLMRunner, TaskOptions, resolve_model_vq
 from eval.report_html import render_samples, write_html, write_samples
 from eval.scoring import MotionTextScorer
-from eval.tasks import (
-    TASKS,
-    MotionLLMRunner,
-    TaskMethod,
-    TaskOptions,
-    TraceRecorder,
-    resolve_model_vq,
-    round_summary,
-)
+from eval.tasks import TASKS, TaskMethod, TraceRecorder, round_summary
 
 logger = logging.getLogger(__name__)
 

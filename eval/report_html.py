@@ -25,8 +25,8 @@ import numpy as np
 
 from data.run_folder import OutputFolder
 from data.specs import DatasetSpec
+from eval.llm_runner import MotionLLMRunner
 from eval.render import render_motions
-from eval.tasks import MotionLLMRunner
 
 logger = logging.getLogger(__name__)
 

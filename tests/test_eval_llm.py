@@ -36,14 +36,13 @@ from eval.evaluate_llm import main as evaluate_llm_main
 from eval.generate import main as generate_main
 from eval.harness import REAL_MOTION, EvaluationHarness
 from eval.judge import alignment_scores, judge_metrics, preference_accuracy, rank_correlation
+from eval.llm_runner import TaskOptions, load_runner
 from eval.tasks import (
     TASKS,
     TaskCall,
     TaskMethod,
-    TaskOptions,
     TraceRecorder,
     chain_rows,
-    load_runner,
     round_summary,
     run_task,
     stage0_prompt,
