@@ -27,75 +27,30 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 
-from data.config import config_to_dict, parse_cli
-from data.layout import DatasetPaths
-from data.normalization import meta_files
-from data.run_folder import RunFolder, RunFolderError
+from data.config import parse_cli
 from data.runtime import (
-    all_gather_objects,
     destroy_distributed,
     dist_env,
     init_distributed,
-    open_run,
     resolve_device,
     set_seed,
     set_torch_threads,
     setup_logging,
 )
-from data.word_vectorizer import word_vector_files
-from eval.harness import EvalConfig, harness_from_config, vq_method_from_config, write_report
+from eval.harness import (
+    EvalConfig,
+    harness_from_config,
+    open_eval_run,
+    vq_method_from_config,
+    write_report,
+)
 
 logger = logging.getLogger("eval.evaluate")
 
 COMMAND = "eval.evaluate"
 VOLATILE = ("output_dir", "resume", "overwrite", "device", "num_threads", "progress")
 """Config keys that may change between invocations of one run (left out of the resume check)."""
-
-
-def eval_inputs(cfg: EvalConfig) -> dict[str, Path]:
-    """The files an evaluation's numbers depend on besides the config (fingerprinted in ``run.json``)."""
-    files = {"evaluator_checkpoint": Path(cfg.evaluator_checkpoint)}
-    for name, f in zip(("evaluator_mean", "evaluator_std"), meta_files(cfg.evaluator_meta_dir), strict=True):
-        files[name] = f
-    for f in word_vector_files(cfg.glove_dir):
-        files[f"word_vectors/{f.name}"] = f
-    if cfg.vq_checkpoint:
-        files["vq_checkpoint"] = Path(cfg.vq_checkpoint)
-        for name, f in zip(("vq_mean", "vq_std"), meta_files(cfg.vq_meta_dir), strict=True):
-            files[name] = f
-    files[f"{cfg.split}_split"] = DatasetPaths(cfg.dataset_root).split_file(cfg.split)
-    return {name: p for name, p in files.items() if p.exists()}  # a missing one fails when loaded
-
-
-def open_eval_run(cfg: EvalConfig, command: str, seed: int) -> RunFolder:
-    """``open_run`` for an evaluation on every rank; a refusal on any rank is raised on every rank.
-
-    Rank 0 checks and locks the folder, the other ranks read it (``open_run``); the outcomes are
-    gathered before anyone raises, so no rank waits in a later collective for one that gave up.
-    Without a process group this is ``open_run``.
-    """
-    run: RunFolder | None = None
-    error: Exception | None = None
-    try:
-        run = open_run(
-            cfg.output_dir, command=command, config=config_to_dict(cfg), seed=seed, inputs=eval_inputs(cfg),
-            volatile=VOLATILE, overwrite=cfg.overwrite, resume=cfg.resume,
-        )  # fmt: skip
-    except Exception as err:  # re-raised below, after every rank has reported
-        error = err
-    outcomes = all_gather_objects(None if error is None else f"{type(error).__name__}: {error}")
-    if error is not None:
-        raise error
-    failed = [(rank, msg) for rank, msg in enumerate(outcomes) if msg is not None]
-    if failed:
-        assert run is not None
-        run.close()
-        rank, msg = failed[0]
-        raise RunFolderError(f"rank {rank} could not open {cfg.output_dir}: {msg}")
-    assert run is not None
-    return run
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -107,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     started = init_distributed(device)
     try:
         seed = set_seed(cfg.seed)
-        with open_eval_run(cfg, COMMAND, seed) as run:
+        with open_eval_run(cfg, COMMAND, seed, volatile=VOLATILE) as run:
             out = run.root
             done = f"eval_{cfg.split}.json"
             if run.finished and run.has(done):

@@ -65,14 +65,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.config import RunConfig
+from data.config import RunConfig, config_to_dict
 from data.datasets import EvalMotionTextDataset, build_clip_index, eval_collate, replication_batches
-from data.normalization import EvalSpaceMap, FeatureNorm, check_eval_space
+from data.layout import DatasetPaths
+from data.normalization import EvalSpaceMap, FeatureNorm, check_eval_space, meta_files
 from data.progress import progress_bar
-from data.run_folder import OutputFolder
-from data.runtime import gather_dicts, group_rank_world
+from data.run_folder import OutputFolder, RunFolder, RunFolderError
+from data.runtime import all_gather_objects, gather_dicts, group_rank_world, open_run
 from data.specs import get_dataset_spec
-from data.word_vectorizer import WordVectorizer
+from data.word_vectorizer import WordVectorizer, word_vector_files
 from eval.metrics import (
     activation_statistics,
     diversity,
@@ -122,6 +123,8 @@ class HarnessBatch:
     seed: int
     """Seed for this batch's sampling: ``hash(seed, replication, batch_index)``; rank-independent."""
     dataset: EvalMotionTextDataset = field(repr=False)
+    multimodality: bool = False
+    """True in the multimodality passes (a generator may sample there, spec section 8.8)."""
 
     def raw_motion(self, row: int) -> np.ndarray:
         """Un-normalised ground-truth crop of ``row``: ``(lengths[row], D)`` float32."""
@@ -388,12 +391,12 @@ class EvaluationHarness:
         return cache, offsets
 
     # -------------------------------------------------------------- generation
-    def _harness_batch(self, r: int, k: int, idx: np.ndarray, gt: Any) -> HarnessBatch:
+    def _harness_batch(self, r: int, k: int, idx: np.ndarray, gt: Any, mm: bool = False) -> HarnessBatch:
         """What a generation callable sees of batch ``k`` of replication ``r`` (``gt``: its ``EvalBatch``)."""
         return HarnessBatch(
             replication=r, batch_index=k, indices=np.asarray(idx), names=gt.names, captions=gt.captions,
             tokens=gt.tokens, lengths=gt.m_lengths.numpy(), seed=batch_seed(self.seed, r, k),
-            dataset=self.dataset,
+            dataset=self.dataset, multimodality=mm,
         )  # fmt: skip
 
     def _generate_rows(
@@ -543,7 +546,7 @@ class EvaluationHarness:
                       disable=not (self.progress and rank == 0)):  # fmt: skip
             idx = chunks[units[u][0]]
             gt = eval_collate([ds.get_item(int(i), r) for i in idx])
-            hb = self._harness_batch(r, _MM_BATCH_OFFSET + u, idx, gt)
+            hb = self._harness_batch(r, _MM_BATCH_OFFSET + u, idx, gt, mm=True)
             mine[u] = self._generate_rows(
                 methods, mappers, hb, f"multimodality, replication {r}", check_space=False
             )
@@ -698,3 +701,59 @@ def vq_method_from_config(cfg: EvalConfig, device: torch.device | str = "cpu") -
     vq = MotionVQVAE.from_checkpoint(cfg.vq_checkpoint, nfeats=spec.feat_dim, map_location=device)
     norm = FeatureNorm.load_meta(cfg.vq_meta_dir, spec)
     return Method(name=cfg.vq_name, generate=VQReconstruction(vq, norm), space=norm)
+
+
+def eval_inputs(cfg: EvalConfig) -> dict[str, Path]:
+    """The files an evaluation's numbers depend on besides the config (fingerprinted in ``run.json``)."""
+    files = {"evaluator_checkpoint": Path(cfg.evaluator_checkpoint)}
+    for name, f in zip(("evaluator_mean", "evaluator_std"), meta_files(cfg.evaluator_meta_dir), strict=True):
+        files[name] = f
+    for f in word_vector_files(cfg.glove_dir):
+        files[f"word_vectors/{f.name}"] = f
+    if cfg.vq_checkpoint:
+        files["vq_checkpoint"] = Path(cfg.vq_checkpoint)
+        for name, f in zip(("vq_mean", "vq_std"), meta_files(cfg.vq_meta_dir), strict=True):
+            files[name] = f
+    files[f"{cfg.split}_split"] = DatasetPaths(cfg.dataset_root).split_file(cfg.split)
+    return {name: p for name, p in files.items() if p.exists()}  # a missing one fails when loaded
+
+
+EVAL_VOLATILE = ("output_dir", "resume", "overwrite", "device", "num_threads", "progress")
+"""Config keys that may change between invocations of one evaluation run (left out of the resume check)."""
+
+
+def open_eval_run(
+    cfg: EvalConfig,
+    command: str,
+    seed: int,
+    *,
+    volatile: tuple[str, ...] = EVAL_VOLATILE,
+    inputs: dict[str, Path] | None = None,
+) -> RunFolder:
+    """``open_run`` for an evaluation on every rank; a refusal on any rank is raised on every rank.
+
+    Rank 0 checks and locks the folder, the other ranks read it (``open_run``); the outcomes are
+    gathered before anyone raises, so no rank waits in a later collective for one that gave up.
+    Without a process group this is ``open_run``. ``inputs`` defaults to ``eval_inputs(cfg)``.
+    """
+    run: RunFolder | None = None
+    error: Exception | None = None
+    try:
+        run = open_run(
+            cfg.output_dir, command=command, config=config_to_dict(cfg), seed=seed,
+            inputs=eval_inputs(cfg) if inputs is None else inputs, volatile=volatile,
+            overwrite=cfg.overwrite, resume=cfg.resume,
+        )  # fmt: skip
+    except Exception as err:  # re-raised below, after every rank has reported
+        error = err
+    outcomes = all_gather_objects(None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    failed = [(rank, msg) for rank, msg in enumerate(outcomes) if msg is not None]
+    if failed:
+        assert run is not None
+        run.close()
+        rank, msg = failed[0]
+        raise RunFolderError(f"rank {rank} could not open {cfg.output_dir}: {msg}")
+    assert run is not None
+    return run

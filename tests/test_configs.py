@@ -14,6 +14,7 @@ from data.config import ConfigError, RunConfig, config_to_dict, load_config, par
 from data.engine.run import EngineConfig
 from data.specs import get_dataset_spec
 from eval.harness import EvalConfig
+from eval.llm_eval import LLMEvalConfig
 from eval.vq_reconstruct import ReconstructConfig
 from models.evaluator_training import EvaluatorModelConfig, EvaluatorTrainConfig, MovementAEConfig
 from models.grpo import GenerationSection, GRPORunConfig, GRPOTrainingSection, RewardSection, VLLMSection
@@ -32,6 +33,7 @@ STAGES = {
     "tokenize": TokenizeConfig,
     "evaluator": EvaluatorTrainConfig,
     "eval": EvalConfig,
+    "eval_llm": LLMEvalConfig,
     "word_vectors": WordVectorsConfig,
     "engine": EngineConfig,
     "sft_stage0": SFTConfig,
@@ -93,6 +95,7 @@ def test_every_stage_extends_the_shared_base_with_one_name_per_idea():
     assert sorted(vq_users) == [
         "EvalConfig",
         "GRPORunConfig",
+        "LLMEvalConfig",
         "ReconstructConfig",
         "SFTConfig",
         "TokenizeConfig",

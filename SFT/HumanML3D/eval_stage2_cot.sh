@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Stage-2/3 model: the IRMoGen reasoning chain; one row per motion of the chain (the last = the answer).
+# Spec sft-and-inference.md section 8.1; settings: configs/humanml3d/eval_llm.yaml (20 replications, greedy).
+#   bash SFT/HumanML3D/eval_stage2_cot.sh [key=value overrides] [--multimodality]
+#   NGPU=1 MODEL=runs/humanml3d/sft_stage2/model bash SFT/HumanML3D/eval_stage2_cot.sh replications=5
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+export NGPU="${NGPU:-8}"
+MODEL="${MODEL:-runs/humanml3d/sft_stage2/model}"
+OUT="${OUT:-$(dirname "$MODEL")/eval-unified_mogen_cot_v3}"
+exec bash SFT/launch_eval.sh configs/humanml3d/eval_llm.yaml unified_mogen_cot_v3 model="$MODEL" output_dir="$OUT" "$@"
