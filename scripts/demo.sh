@@ -127,4 +127,31 @@ $PY -m SFT.train_sft --config configs/tiny/sft_stage2.yaml "${SFT[@]}" model_pat
   output_dir="$LLM/sft_stage2" "annotation_files=[$A/stage-2/sft_motion_assess_cot_v2.json]" \
   "${SFT2_OPTS[@]}"
 
+EV=(dataset_root="$DATA" glove_dir="$DEMO_DIR/glove" evaluator_checkpoint="$EVALR/finest.tar"
+    evaluator_meta_dir="$EVALR/meta" num_threads="$THREADS" max_new_tokens=80)
+E="$LLM/eval_llm"
+stage "15. Evaluate stage 0 (direct T2M in its training layout)"
+$PY -m eval.evaluate_llm --config configs/tiny/eval_llm.yaml "${EV[@]}" model="$LLM/sft_stage0/model" \
+  task=t2m_stage0 output_dir="$E/stage0_t2m"
+stage "16. Evaluate stage 1 (direct generation, then up to 5 instructed refinement rounds)"
+$PY -m eval.evaluate_llm --config configs/tiny/eval_llm.yaml "${EV[@]}" model="$LLM/sft_stage1/model" \
+  task=direct_generation-instructed_refinement output_dir="$E/stage1_refinement"
+stage "17. Evaluate stage 2 (IRMoGen reasoning chain, every motion of the chain)"
+$PY -m eval.evaluate_llm --config configs/tiny/eval_llm.yaml "${EV[@]}" model="$LLM/sft_stage2/model" \
+  task=unified_mogen_cot_v3 max_new_tokens=400 output_dir="$E/stage2_cot"
+
+stage "18. Stage 3: GRPO on TRL from the stage-2 model (tiny: 8 steps)"
+$PY -m RL.train_grpo --config configs/tiny/grpo.yaml dataset_root="$DATA" model_path="$LLM/sft_stage2/model" \
+  output_dir="$LLM/grpo" prompts_file="$A/stage-3/grpo_prompts.jsonl" vq_checkpoint="$VQ/net_last.pth" \
+  vq_meta_dir="$VQ/meta" evaluator_checkpoint="$EVALR/finest.tar" evaluator_meta_dir="$EVALR/meta" \
+  glove_dir="$DEMO_DIR/glove" num_threads="$THREADS"
+stage "19. Evaluate stage 3"
+$PY -m eval.evaluate_llm --config configs/tiny/eval_llm.yaml "${EV[@]}" model="$LLM/grpo/model" \
+  task=unified_mogen_cot_v3 max_new_tokens=400 output_dir="$E/stage3_cot"
+
+stage "20. One table: a row per stage and round"
+$PY -m eval.compare "$E/stage0_t2m" "$E/stage1_refinement" "$E/stage2_cot" "$E/stage3_cot" \
+  --labels "stage 0" "stage 1" "stage 2" "stage 3" --out "$E/table.md"
+cat "$E/table.md"
+
 stage "done in $(($(date +%s) - start))s; outputs under $DEMO_DIR"
