@@ -74,9 +74,7 @@ from models.sft import (
     MotionMetaCallback,
     ProgressCallback,
     StopAfterStepsCallback,
-    resolve_deepspeed,
-    resolve_report_to,
-    use_bf16,
+    trainer_arguments_common,
 )
 
 logger = logging.getLogger(__name__)
@@ -464,15 +462,8 @@ def grpo_arguments(cfg: GRPORunConfig, output_dir: Path, device: torch.device, n
         raise ValueError(
             f"rewards.weights has {len(cfg.rewards.weights)} entries for {n_rewards} reward functions"
         )
-    kwargs: dict[str, Any] = {}
-    if device.type == "cpu":
-        kwargs["use_cpu"] = True
-        if world > 1:
-            kwargs["ddp_backend"] = "gloo"
     return GRPOConfig(
         output_dir=str(output_dir),
-        seed=cfg.seed,
-        data_seed=cfg.seed,
         # rollout (spec section 2)
         num_generations=g.num_generations,
         max_completion_length=g.max_completion_length,
@@ -494,22 +485,8 @@ def grpo_arguments(cfg: GRPORunConfig, output_dir: Path, device: torch.device, n
         multi_objective_aggregation="sum_then_normalize",
         reward_weights=list(cfg.rewards.weights) if cfg.rewards.weights else [1.0] * n_rewards,
         disable_dropout=True,
-        # optimisation (spec section 5)
-        num_train_epochs=t.epochs,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_steps,
-        optim=t.optim,
-        weight_decay=t.weight_decay,
-        adam_beta1=t.adam_beta1,
-        adam_beta2=t.adam_beta2,
-        adam_epsilon=t.adam_epsilon,
-        max_grad_norm=t.max_grad_norm,
-        per_device_train_batch_size=t.per_device_batch_size,
+        # optimisation (spec section 5): the rest comes from trainer_arguments_common
         gradient_accumulation_steps=accum,
-        bf16=use_bf16(t.precision, device),
-        activation_checkpointing=t.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
-        deepspeed=resolve_deepspeed(t.deepspeed),
         # vLLM (GPU users; off by default)
         use_vllm=v.use_vllm,
         vllm_mode=v.mode,
@@ -519,21 +496,11 @@ def grpo_arguments(cfg: GRPORunConfig, output_dir: Path, device: torch.device, n
         vllm_max_model_length=v.max_model_length,
         vllm_server_host=v.server_host,
         vllm_server_port=v.server_port,
-        # logging and checkpoints
-        logging_steps=t.logging_steps,
-        logging_first_step=True,
+        # logging (the shared logging/checkpoint/tracker settings come from trainer_arguments_common)
         log_completions=t.log_completions,
         num_completions_to_print=t.num_completions_to_print or None,
-        save_strategy=t.save_strategy,
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit or None,
         eval_strategy="no",
-        report_to=resolve_report_to(t.report_to),
-        dataloader_num_workers=t.dataloader_num_workers,
-        dataloader_pin_memory=device.type == "cuda",
-        disable_tqdm=not cfg.progress,
-        log_level="warning",
-        **kwargs,
+        **trainer_arguments_common(t, cfg.seed, device, cfg.progress),
     )
 
 

@@ -404,24 +404,18 @@ def accumulation_steps(t: TrainingSection, world_size: int) -> int:
     return t.global_batch_size // per_step
 
 
-def training_arguments(
-    cfg: SFTConfig, output_dir: Path, device: torch.device, has_eval: bool
-) -> TrainingArguments:
-    """The ``TrainingArguments`` of a run (seeded, logging, checkpoints, precision, DDP/DeepSpeed)."""
-    t = cfg.training
-    world = dist_env()[1]
-    eval_strategy = t.eval_strategy if has_eval else "no"
+def trainer_arguments_common(t: Any, seed: int, device: torch.device, progress: bool) -> dict[str, Any]:
+    """The ``TrainingArguments`` keywords SFT and GRPO share: seed, optimiser, precision, logging,
+    checkpoints, trackers, DeepSpeed and the CPU/gloo set-up. ``t`` is a training section with the
+    optimiser, logging and checkpoint fields (:class:`TrainingSection`, ``models.grpo.GRPOTrainingSection``)."""
     kwargs: dict[str, Any] = {}
-    if t.gradient_checkpointing:
-        kwargs["activation_checkpointing"] = True
     if device.type == "cpu":
         kwargs["use_cpu"] = True
-        if world > 1:
+        if dist_env()[1] > 1:
             kwargs["ddp_backend"] = "gloo"
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        seed=cfg.seed,
-        data_seed=cfg.seed,
+    return dict(
+        seed=seed,
+        data_seed=seed,
         num_train_epochs=t.epochs,
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.lr_scheduler,
@@ -433,27 +427,40 @@ def training_arguments(
         adam_epsilon=t.adam_epsilon,
         max_grad_norm=t.max_grad_norm,
         per_device_train_batch_size=t.per_device_batch_size,
-        per_device_eval_batch_size=t.eval_batch_size,
-        gradient_accumulation_steps=accumulation_steps(t, world),
         bf16=use_bf16(t.precision, device),
+        activation_checkpointing=t.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
         logging_steps=t.logging_steps,
         logging_first_step=True,
         save_strategy=t.save_strategy,
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit or None,
-        eval_strategy=eval_strategy,
-        eval_steps=t.eval_steps if eval_strategy == "steps" else None,
         dataloader_num_workers=t.dataloader_num_workers,
         dataloader_pin_memory=device.type == "cuda",
         report_to=resolve_report_to(t.report_to),
         deepspeed=resolve_deepspeed(t.deepspeed),
+        disable_tqdm=not terminal_bars(progress),  # a log gets ProgressCallback lines instead
+        log_level="warning",
+        **kwargs,
+    )
+
+
+def training_arguments(
+    cfg: SFTConfig, output_dir: Path, device: torch.device, has_eval: bool
+) -> TrainingArguments:
+    """The ``TrainingArguments`` of a run (seeded, logging, checkpoints, precision, DDP/DeepSpeed)."""
+    t = cfg.training
+    eval_strategy = t.eval_strategy if has_eval else "no"
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=accumulation_steps(t, dist_env()[1]),
+        eval_strategy=eval_strategy,
+        eval_steps=t.eval_steps if eval_strategy == "steps" else None,
         ddp_find_unused_parameters=t.ddp_find_unused_parameters,
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
         prediction_loss_only=True,
-        disable_tqdm=not terminal_bars(cfg.progress),  # a log gets ProgressCallback lines instead
-        log_level="warning",
-        **kwargs,
+        **trainer_arguments_common(t, cfg.seed, device, cfg.progress),
     )
 
 
