@@ -386,6 +386,7 @@ class AnnotationExampleSet:
         pools: prompt pools (``data.prompts.load_prompt_pools``).
         seed: base seed.
         options: stage-2 trace options.
+        crop_augment: draw crop offsets as above; ``False`` = every motion cropped at frame 0.
     """
 
     def __init__(
@@ -395,10 +396,12 @@ class AnnotationExampleSet:
         pools: PromptPools,
         seed: int = 0,
         options: BuildOptions | None = None,
+        crop_augment: bool = True,
     ) -> None:
         paths = files.split(":") if isinstance(files, str) else list(files)
         self.annotations = [a for p in paths for a in read_annotation_file(p).annotations]
         self.codes, self.pools, self.seed, self.options = codes, pools, seed, options
+        self.crop_augment = crop_augment
 
     def __len__(self) -> int:
         return len(self.annotations)
@@ -413,5 +416,5 @@ class AnnotationExampleSet:
             self.pools,
             item_rng(self.seed, epoch, index),
             self.options,
-            crop_rng=item_rng(self.seed, epoch, index, "crop"),
+            crop_rng=item_rng(self.seed, epoch, index, "crop") if self.crop_augment else None,
         )

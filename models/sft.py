@@ -218,6 +218,10 @@ class SFTConfig(RunConfig):
     """Stage 2: keep the ``<answer>`` block (the release trains ``--wo-answer``)."""
     max_length: int = 2048
     """Cut examples after this many tokens."""
+    crop_augment: bool = True
+    """Draw each motion's 0-3 frame crop offset per epoch (spec section 4.3, the release's
+    augmentation); ``false`` = every motion's codes cropped at frame 0 (a deterministic target: the
+    demo's quick profile, where a tiny model has minutes to learn)."""
     attn_implementation: str = "auto"
     """``auto`` (flash_attention_2 on CUDA when installed, sdpa on other GPUs, eager on CPU) or a transformers name."""
     save_dtype: Literal["float32", "bfloat16"] = "float32"
@@ -481,13 +485,15 @@ def build_datasets(cfg: SFTConfig, tokenizer: Any) -> tuple[SFTDataset, SFTDatas
     resolver = MotionResolver([cfg.dataset_root, *cfg.extra_roots], dataset=cfg.dataset)
     codes = CodesDirSource(cfg.codes_dir, resolver, nb_code=cfg.nb_code, vq_checkpoint=cfg.vq_checkpoint)
     examples = AnnotationExampleSet(
-        list(cfg.annotation_files), codes, pools, seed=cfg.seed, options=cfg.build_options()
+        list(cfg.annotation_files), codes, pools, seed=cfg.seed, options=cfg.build_options(),
+        crop_augment=cfg.crop_augment,
     )
     if cfg.max_entries_per_file:
         examples.annotations = cap_per_source(examples.annotations, cfg.max_entries_per_file)
     if cfg.val_files:
         val_set = AnnotationExampleSet(
-            list(cfg.val_files), codes, pools, seed=cfg.seed, options=cfg.build_options()
+            list(cfg.val_files), codes, pools, seed=cfg.seed, options=cfg.build_options(),
+            crop_augment=cfg.crop_augment,
         )
         train = SFTDataset(examples, tokenizer, max_length=cfg.max_length)
         n_val = min(len(val_set), cfg.val_max_entries or len(val_set))
