@@ -66,6 +66,8 @@ class DatasetSpec:
     """Scale from dataset units to metres (KIT-ML is in millimetres)."""
     aliases: tuple[str, ...] = field(default=())
     """Other accepted names."""
+    joint_names: tuple[str, ...] = field(default=())
+    """Name of each joint (BVH export); empty means ``joint_<index>``."""
 
     @property
     def parents(self) -> np.ndarray:
@@ -133,6 +135,11 @@ _HUMANML3D = DatasetSpec(
     plot_radius=4.0,
     metres_per_unit=1.0,
     aliases=("t2m", "humanml", "HumanML3D"),
+    # SMPL's first 22 joints (left is +x in the rest pose).
+    joint_names=("pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
+                 "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck",
+                 "left_collar", "right_collar", "head", "left_shoulder", "right_shoulder",
+                 "left_elbow", "right_elbow", "left_wrist", "right_wrist"),
 )  # fmt: skip
 
 # KIT-ML coordinates are millimetres. The published target skeleton is clip 03950; these default
@@ -160,6 +167,11 @@ _KIT = DatasetSpec(
     plot_radius=240.0 * 8,
     metres_per_unit=0.001,
     aliases=("kit-ml", "kit_ml", "KIT-ML", "KIT"),
+    # Descriptive names (the KIT-ML files name no joints); sides follow face_joint_indx, fid_l, fid_r.
+    joint_names=("root", "spine_lower", "spine_upper", "neck", "head", "right_shoulder",
+                 "right_elbow", "right_wrist", "left_shoulder", "left_elbow", "left_wrist",
+                 "right_hip", "right_knee", "right_ankle", "right_ball", "right_toe", "left_hip",
+                 "left_knee", "left_ankle", "left_ball", "left_toe"),
 )  # fmt: skip
 
 _REGISTRY: dict[str, DatasetSpec] = {}

@@ -17,6 +17,7 @@ applied, or the motions of its chain; the last one is the answer):
 
 * ``round<r>_features.npy``: ``(T, D)`` features (de-normalised, the dataset's representation);
 * ``round<r>_joints.npy``: ``(T, J, 3)`` joint positions (``recover_from_ric``);
+* ``round<r>.bvh``: the joints as BVH on the dataset's skeleton, for Blender (``data.bvh_export``);
 * ``rounds.gif``: every round side by side;
 * ``trace.json``: prompts, completions and codes of every call.
 
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.bvh_export import motion_to_bvh
 from data.motion_repr import recover_from_ric
 from data.motion_tokens import ParseStatsTable
 from data.runtime import open_run, resolve_device, set_seed
@@ -74,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true", help="write into a folder another command owns")
     p.add_argument("--no-gif", action="store_true", help="skip the GIFs")
+    p.add_argument("--no-bvh", action="store_true", help="skip the BVH files")
     return p
 
 
@@ -122,9 +125,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for step in trace.steps:
                 print(f"--- round {step.round} ({step.kind}):\n{shorten_motions(step.completion)}")
             for r, f in enumerate(feats):
+                joints = recover_from_ric(np.asarray(f, np.float32), spec.joints_num)
                 run.save_npy(f"{folder}/round{r}_features.npy", np.asarray(f, np.float32))
-                run.save_npy(f"{folder}/round{r}_joints.npy", recover_from_ric(np.asarray(f, np.float32),
-                                                                                spec.joints_num))  # fmt: skip
+                run.save_npy(f"{folder}/round{r}_joints.npy", joints)
+                if not args.no_bvh:
+                    run.write_text(f"{folder}/round{r}.bvh", motion_to_bvh(joints, spec).text)
             if not args.no_gif:
                 gif = run.path(f"{folder}/rounds.gif")
                 titles = [f"round {r}" + (" (answer)" if r == len(feats) - 1 and len(feats) > 1 else "")

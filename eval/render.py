@@ -359,7 +359,8 @@ def render_frame(
 # ---------------------------------------------------------------------------------------------
 
 
-def _load_dataset_motion(paths: DatasetPaths, motion_id: str, spec: DatasetSpec, source: str) -> np.ndarray:
+def load_dataset_motion(paths: DatasetPaths, motion_id: str, spec: DatasetSpec, source: str) -> np.ndarray:
+    """Joints ``(T, J, 3)`` or features ``(T, D)`` of a dataset motion (``source``: auto, joints, vecs)."""
     joints_file = paths.joint_file(motion_id)
     if source == "joints" or (source == "auto" and joints_file.is_file()):
         return load_joints(joints_file, spec)
@@ -408,7 +409,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         ids = args.ids or read_split(args.dataset_root, args.split)[: args.num]
         for motion_id in ids:
             caption = read_captions(paths.text_file(motion_id))[0].caption
-            motion = _load_dataset_motion(paths, motion_id, spec, args.source)
+            motion = load_dataset_motion(paths, motion_id, spec, args.source)
             written += render_motions(
                 [motion], out / f"{motion_id}.gif", titles=[f"{motion_id}: {caption}"], **common
             )

@@ -22,6 +22,7 @@ import pytest
 import torch
 import yaml
 
+from data.bvh_export import read_bvh
 from data.datasets import EvalMotionTextDataset, build_clip_index
 from data.motion_tokens import ParseStatsTable, render_codes
 from data.normalization import FeatureNorm
@@ -416,6 +417,8 @@ def test_generate_cli_writes_every_round(setup):
     for r in range(n):
         feats, joints = np.load(folder / f"round{r}_features.npy"), np.load(folder / f"round{r}_joints.npy")
         assert feats.shape[1] == SPEC.feat_dim and joints.shape == (len(feats), SPEC.joints_num, 3)
+        bvh = read_bvh(folder / f"round{r}.bvh")  # the root is placed exactly, whatever the bones do
+        np.testing.assert_allclose(bvh.reorder(SPEC.joint_names)[:, 0], joints[:, 0], atol=1e-5)
     assert (folder / "rounds.gif").is_file() and json.loads((folder / "trace.json").read_text())["caption"]
 
 
