@@ -65,7 +65,6 @@ from models.motion_llm import (
     LoadedMotionLLM,
     MotionLLMError,
     VQIdentity,
-    flash_attention_installed,
     is_motion_llm,
     load_motion_llm,
     save_motion_llm_into,
@@ -422,13 +421,6 @@ def minmax_columns(reward_funcs: Sequence[RewardFunc], enabled: bool) -> list[in
 # Building the pieces
 
 
-def grpo_attention(device: torch.device, requested: str = "auto") -> str:
-    """``flash_attention_2`` on CUDA when installed, else ``eager``; SDPA does not apply Gemma 2's soft-cap."""
-    if requested != "auto":
-        return requested
-    return "flash_attention_2" if device.type == "cuda" and flash_attention_installed() else "eager"
-
-
 def accumulation_steps(cfg: GRPORunConfig, world_size: int) -> int:
     """Gradient accumulation that keeps ``global_prompts x G`` completions per optimizer step.
 
@@ -542,7 +534,7 @@ def prepare_policy(cfg: GRPORunConfig, device: torch.device) -> LoadedMotionLLM:
     vq = VQIdentity.of(cfg.vq_checkpoint)
     loaded = load_motion_llm(
         cfg.model_path, nb_code=cfg.nb_code, vq=vq, device=device, training=True,
-        attn_implementation=grpo_attention(device, cfg.attn_implementation),
+        attn_implementation=cfg.attn_implementation,
         expected_n_text=cfg.expected_n_text or None,
     )  # fmt: skip
     loaded.meta.info = {**loaded.meta.info, "stage": 3, "started_from": cfg.model_path}

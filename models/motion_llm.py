@@ -38,7 +38,15 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AttentionInterface,
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+)
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from data.motion_tokens import (
     DEFAULT_NB_CODE,
@@ -287,8 +295,43 @@ def flash_attention_installed() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
 
 
-def pick_attention(device: torch.device | str, requested: str = "auto") -> str:
-    """Attention implementation: ``flash_attention_2`` on CUDA when installed, ``sdpa`` on other GPUs, ``eager`` on CPU.
+FUSED_ATTENTION = "fused_nocap"
+"""A registered ``attn_implementation``: torch's fused ``scaled_dot_product_attention`` for Gemma-2
+configs without attention soft-capping (``attn_logit_softcapping: null``, the tiny models), where
+transformers refuses ``sdpa`` for the whole Gemma-2 class. Same numbers as ``eager`` to float
+rounding; 1.4x faster training at 650 tokens on one CPU thread, more on GPUs."""
+
+
+def _fused_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    softcap: float | None = None,
+    sliding_window: int | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """SDPA with the masks transformers builds for ``sdpa`` (causal, padding, sliding window)."""
+    if softcap is not None:
+        raise MotionLLMError(
+            f"attn_implementation={FUSED_ATTENTION} cannot apply attn_logit_softcapping={softcap}: "
+            "use attn_implementation=eager (or flash_attention_2 on a GPU), or a config without soft-capping"
+        )
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                  **kwargs)  # fmt: skip
+
+
+AttentionInterface.register(FUSED_ATTENTION, _fused_attention)
+AttentionMaskInterface.register(FUSED_ATTENTION, sdpa_mask)
+
+
+def pick_attention(device: torch.device | str, requested: str = "auto", config: Any = None) -> str:
+    """Attention implementation for ``auto``: ``flash_attention_2`` on CUDA when installed; otherwise
+    :data:`FUSED_ATTENTION` when ``config`` has no attention soft-capping, else ``eager`` (the only
+    other implementation transformers runs Gemma-2's soft-capping with).
 
     ``requested`` other than ``auto`` is returned as is (``flash_attention_2`` without the package
     raises here, naming the fix).
@@ -301,8 +344,10 @@ def pick_attention(device: torch.device | str, requested: str = "auto") -> str:
                 "(pip install -r requirements-gpu.txt), or use attn_implementation=auto"
             )
         return requested
-    if dev.type == "cuda":
-        return "flash_attention_2" if flash_attention_installed() else "sdpa"
+    if dev.type == "cuda" and flash_attention_installed():
+        return "flash_attention_2"
+    if config is not None and getattr(config, "attn_logit_softcapping", 50.0) is None:
+        return FUSED_ATTENTION
     return "eager"
 
 
@@ -400,7 +445,7 @@ def load_motion_llm(
         )
     dev = torch.device(device)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    attn = pick_attention(dev, attn_implementation)
+    attn = pick_attention(dev, attn_implementation, AutoConfig.from_pretrained(folder))
     model = AutoModelForCausalLM.from_pretrained(
         folder, dtype=pick_dtype(dev, dtype, training), attn_implementation=attn
     )

@@ -69,6 +69,11 @@ class TinyLLMConfig(RunConfig):
     """Longest sequence (the SFT cut is 2048)."""
     sliding_window: int = 4096
     """Window of the sliding-attention layers (gemma-2: 4096; longer than any sequence here)."""
+    attn_logit_softcapping: float | None = None
+    """Attention-score soft-cap (gemma-2-2b: 50.0). Off by default for the tiny models: transformers
+    runs the cap only in eager attention, whose extra passes over the score matrix double a CPU
+    training step at 650 tokens; without it the models use fused SDPA
+    (``models.motion_llm.FUSED_ATTENTION``). Set 50.0 for the exact gemma-2 architecture."""
     overwrite: bool = False
     """Accept an output_dir holding another command's files (only this command's files are replaced)."""
     force: bool = False
@@ -97,6 +102,7 @@ class TinyLLMConfig(RunConfig):
             num_key_value_heads=self.num_key_value_heads, head_dim=self.head_dim,
             query_pre_attn_scalar=self.head_dim, max_position_embeddings=self.max_position_embeddings,
             sliding_window=self.sliding_window, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+            attn_logit_softcapping=self.attn_logit_softcapping,
             tie_word_embeddings=True,
         )  # fmt: skip
 

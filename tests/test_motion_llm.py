@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import Gemma2Config, Gemma2ForCausalLM
 
 from data.motion_tokens import render_codes
 from models.llm_checkpoint import CheckpointLayoutError, export_reference_state, import_reference_state
 from models.motion_llm import (
+    FUSED_ATTENTION,
     MotionLLMError,
     MotionLLMMeta,
     MotionVocab,
@@ -94,6 +96,8 @@ def test_tokenizer_size_checks(tok):
 def test_device_choices():
     assert pick_attention("cpu") == "eager"
     assert pick_attention("cpu", "sdpa") == "sdpa"
+    assert pick_attention("cpu", config=Gemma2Config(attn_logit_softcapping=50.0)) == "eager"
+    assert pick_attention("cpu", config=Gemma2Config(attn_logit_softcapping=None)) == FUSED_ATTENTION
     assert pick_dtype("cpu") == torch.float32
     assert pick_dtype("cuda", training=True) == torch.float32  # fp32 master weights under bf16 autocast
     assert pick_dtype("cuda") == torch.bfloat16
@@ -255,3 +259,32 @@ def test_shape_mismatch_names_the_tensor(tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
     with pytest.raises(CheckpointLayoutError, match="merged model"):
         export_reference_state(apply_lora(small_model(600), lora_config(r=2, alpha=2, dropout=0.0)))
+
+
+def test_fused_attention_equals_eager():
+    """Left padding, a sliding window shorter than the input and an unpadded row: same logits as eager."""
+    cfg = Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=5,
+                       attn_logit_softcapping=None, pad_token_id=0)  # fmt: skip
+    torch.manual_seed(0)
+    eager = Gemma2ForCausalLM(cfg).eval()
+    cfg_fused = Gemma2Config(**{**cfg.to_dict(), "attn_implementation": FUSED_ATTENTION})
+    fused = Gemma2ForCausalLM(cfg_fused).eval()
+    fused.load_state_dict(eager.state_dict())
+    eager.config._attn_implementation = "eager"
+    ids = torch.randint(3, 64, (2, 12))
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    ids[0, :4] = 0
+    with torch.no_grad():
+        a = eager(input_ids=ids, attention_mask=mask).logits
+        b = fused(input_ids=ids, attention_mask=mask).logits
+    assert fused.config._attn_implementation == FUSED_ATTENTION
+    torch.testing.assert_close(b[0, 4:], a[0, 4:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b[1], a[1], atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # a soft-capped config is refused with the fix named
+        fused.config.attn_logit_softcapping = 50.0
+        for layer in fused.model.layers:
+            layer.self_attn.attn_logit_softcapping = 50.0
+        with pytest.raises(MotionLLMError, match="attn_logit_softcapping"):
+            fused(input_ids=ids)
