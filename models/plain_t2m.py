@@ -306,7 +306,7 @@ def train_plain_t2m(
     res = TrainResult()
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     bar = progress_bar(total=round(budget.total), unit=budget.unit, desc="baseline t2m", disable=not progress)
-    shown, epoch, window = 0.0, 0, []
+    shown, epoch, window = 0, 0, []
     while True:
         batches = epoch_batches(examples, opt.batch_size, seed, epoch)
         for i, batch in enumerate(batches):
@@ -333,8 +333,9 @@ def train_plain_t2m(
             res.epochs = epoch + (i + 1) / len(batches)
             res.cpu_s, res.wall_s = cpu_seconds() - cpu0, time.perf_counter() - wall0
             used = budget.spent(res.steps, res.cpu_s)
-            bar.update(min(used, budget.total) - shown)
-            shown = min(used, budget.total)
+            whole = int(min(used, budget.total))  # the bar counts whole steps / CPU seconds
+            bar.update(whole - shown)
+            shown = whole
             bar.set_postfix(loss=f"{value:.3f}", step=res.steps, refresh=False)
             done = used >= budget.total
             if metrics is not None and (res.steps % log_every == 0 or done):
