@@ -6,7 +6,7 @@
         model=runs/humanml3d/sft_stage2/model task=unified_mogen_cot_v3
     python -m eval.evaluate_llm --config configs/tiny/eval_llm.yaml model=... task=t2m --multimodality
 
-Tasks (``eval.tasks.TASKS``): ``t2m``, ``t2m_motionagent``, ``t2m_stage0``, ``analysis_guided_t2m``,
+Tasks (``eval.tasks.TASKS``): ``t2m``, ``t2m_motionagent``, ``t2m_stage0``, ``t2m_plain``, ``analysis_guided_t2m``,
 ``direct_generation-instructed_refinement``, ``analysis_generation-instructed_refinement``,
 ``unified_mogen_cot_v3`` (+ ``_initial_gen``, ``_w_max_rounds``, ``_random_flip``),
 ``pure_random_flip``, ``m2t`` (captioning, ``eval.captioning``) and ``judge`` (the model as a

@@ -10,6 +10,9 @@ task                                          what runs                         
 ``t2m_stage0``                                ours: the stage-0 training prompt (Motion-Agent      1
                                               strings in the section 3.1 layout), forced
                                               ``<Motion>``
+``t2m_plain``                                 ours: the caption -> codes baseline's prompt         1
+                                              (``caption Response:<Motion>``,
+                                              ``scripts/baseline_t2m.py``)
 ``analysis_guided_t2m``                       ``prompt_analysis``, its text lower-cased as the     1
                                               caption of ``t2m`` (forced greedy)
 ``direct_generation-instructed_refinement``   ``t2m``, then the section 8.5 loop (at most           R+1
@@ -91,6 +94,7 @@ from models.generation import (
     refinement_loop,
     row_seed,
 )
+from models.plain_t2m import plain_t2m_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +138,8 @@ def _direct(runner: MotionLLMRunner, task: str, prompt_task: str, call: TaskCall
             captions: list[str] | None = None) -> list[SampleTrace]:  # fmt: skip
     """One forced-``<Motion>`` generation per caption (``t2m`` / ``t2m_motionagent`` prompts)."""
     shown = captions if captions is not None else call.captions
-    if prompt_task == STAGE0_PROMPT:
-        prompts = [stage0_prompt(c) for c in shown]
+    if prompt_task in OWN_LAYOUTS:
+        prompts = [OWN_LAYOUTS[prompt_task](c) for c in shown]
         prompt_task = "t2m"  # same forced-<Motion> parse rule
     else:
         prompts = [build_inference_prompt(prompt_task, {GC: c}) for c in shown]
@@ -175,6 +179,17 @@ def stage0_prompt(caption: str) -> str:
 
 def run_t2m_stage0(runner: MotionLLMRunner, task: str, call: TaskCall) -> list[SampleTrace]:
     return _direct(runner, task, STAGE0_PROMPT, call)
+
+
+PLAIN_PROMPT = "plain"
+
+
+def run_t2m_plain(runner: MotionLLMRunner, task: str, call: TaskCall) -> list[SampleTrace]:
+    return _direct(runner, task, PLAIN_PROMPT, call)
+
+
+OWN_LAYOUTS: dict[str, Callable[[str], str]] = {STAGE0_PROMPT: stage0_prompt, PLAIN_PROMPT: plain_t2m_prompt}
+"""Forced-``<Motion>`` prompts of our own training layouts (not the reference's test templates): name -> builder."""
 
 
 def run_t2m_motionagent(runner: MotionLLMRunner, task: str, call: TaskCall) -> list[SampleTrace]:
@@ -380,6 +395,13 @@ TASKS: dict[str, EvalTask] = {
             "single",
             decoding="t2m",
             description="ours: direct text-to-motion with the stage-0 training prompt",
+        ),  # fmt: skip
+        EvalTask(
+            "t2m_plain",
+            run_t2m_plain,
+            "single",
+            decoding="t2m",
+            description="ours: the caption -> codes baseline's prompt (scripts/baseline_t2m.py)",
         ),  # fmt: skip
         EvalTask("t2m_motionagent", run_t2m_motionagent, "single", description="Motion-Agent prompt"),
         EvalTask(

@@ -14,6 +14,7 @@ runs unchanged on the tiny and the real model. Nothing is downloaded.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,15 +97,44 @@ class TinyLLMConfig(RunConfig):
 
     def gemma2_config(self, vocab_size: int) -> Gemma2Config:
         """The model config (gemma-2-2b's defaults for everything not set here)."""
-        return Gemma2Config(
-            vocab_size=vocab_size, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
+        return gemma2_config(
+            vocab_size, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
             num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
             num_key_value_heads=self.num_key_value_heads, head_dim=self.head_dim,
-            query_pre_attn_scalar=self.head_dim, max_position_embeddings=self.max_position_embeddings,
-            sliding_window=self.sliding_window, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+            max_position_embeddings=self.max_position_embeddings, sliding_window=self.sliding_window,
             attn_logit_softcapping=self.attn_logit_softcapping,
-            tie_word_embeddings=True,
         )  # fmt: skip
+
+
+def gemma2_config(
+    vocab_size: int,
+    *,
+    hidden_size: int,
+    intermediate_size: int,
+    num_hidden_layers: int,
+    num_attention_heads: int,
+    num_key_value_heads: int,
+    head_dim: int,
+    max_position_embeddings: int = 2048,
+    sliding_window: int = 4096,
+    attn_logit_softcapping: float | None = 50.0,
+    attn_implementation: str | None = None,
+) -> Gemma2Config:
+    """A small ``Gemma2Config`` with the gemma-2 special ids and tied embeddings.
+
+    gemma-2-2b's defaults hold for everything not set here; the query scale is ``head_dim ** -0.5``
+    as in gemma-2-2b (``attn_logit_softcapping`` 50.0 too; ``None`` turns it off). ``attn_implementation`` (e.g. ``eager``) is recorded in the config; ``None``
+    leaves transformers' choice.
+    """
+    extra = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+    return Gemma2Config(
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads, head_dim=head_dim, query_pre_attn_scalar=head_dim,
+        max_position_embeddings=max_position_embeddings, sliding_window=sliding_window,
+        attn_logit_softcapping=attn_logit_softcapping, pad_token_id=0,
+        eos_token_id=1, bos_token_id=2, tie_word_embeddings=True, **extra,
+    )  # fmt: skip
 
 
 def fixed_texts() -> list[str]:
@@ -152,9 +182,14 @@ def train_text_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )  # fmt: skip
     tok.train_from_iterator(texts, trainer=trainer)
+    return _fast_tokenizer(tok)
+
+
+def _fast_tokenizer(tok: Tokenizer) -> PreTrainedTokenizerFast:
+    """Wrap ``tok`` (special tokens at ``SPECIAL_TOKENS``' ids) with ``<bos>`` prepended and left padding."""
     for i, s in enumerate(SPECIAL_TOKENS):
         if tok.token_to_id(s) != i:
-            raise RuntimeError(f"tokenizer training put {s} at id {tok.token_to_id(s)}, expected {i}")
+            raise RuntimeError(f"tokenizer put {s} at id {tok.token_to_id(s)}, expected {i}")
     bos = SPECIAL_TOKENS[2]
     tok.post_processor = processors.TemplateProcessing(
         single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, 2)]
@@ -165,6 +200,30 @@ def train_text_tokenizer(
     )  # fmt: skip
     fast.padding_side = "left"
     return fast
+
+
+WORD_PATTERN = r"\w+|[^\w\s]+"
+"""What one word-level token is: a run of word characters or of punctuation (whitespace separates)."""
+
+
+def word_level_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over every word of ``texts``, with the gemma-2 special-token layout.
+
+    Words are runs of word characters or of punctuation (``WORD_PATTERN``; case kept), listed by
+    falling frequency, then alphabetically, after ``SPECIAL_TOKENS``; a word not in ``texts`` reads
+    as ``<unk>``. Decoding joins words with single spaces. Like :func:`train_text_tokenizer`'s,
+    ``<bos>`` is prepended and padding is on the left, so the motion tokens can be added after it.
+    """
+    counts: dict[str, int] = {}
+    for text in texts:
+        for w in re.findall(WORD_PATTERN, text):
+            counts[w] = counts.get(w, 0) + 1
+    words = sorted((w for w in counts if w not in SPECIAL_TOKENS), key=lambda w: (-counts[w], w))
+    vocab = {w: i for i, w in enumerate([*SPECIAL_TOKENS, *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()  # splits exactly as WORD_PATTERN
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    return _fast_tokenizer(tok)
 
 
 def build_tiny_llm(cfg: TinyLLMConfig, out: Path) -> dict:

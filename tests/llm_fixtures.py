@@ -12,7 +12,11 @@ import torch
 from transformers import Gemma2Config, Gemma2ForCausalLM
 
 from data.prompts import GC, GM
+from data.specs import get_dataset_spec
+from models.evaluator import EvaluatorDims, build_networks, save_guo_checkpoint
+from models.evaluator_training import evaluator_meta
 from models.tiny_llm import fixed_texts, train_text_tokenizer
+from models.vqvae import MotionVQVAE, VQVAEConfig
 from prepare import build_tiny_llm
 
 ACTIONS = ["walks forward", "waves the right hand", "jumps in place", "turns left", "sits down", "kicks"]
@@ -76,6 +80,32 @@ def write_fake_vq(path: Path, content: bytes = b"vq-a") -> Path:
     """A stand-in VQ-VAE file: the motion LLM only records and compares its sha256."""
     path.write_bytes(content)
     return path
+
+
+def write_eval_assets(root: Path, ds: Path, nb_code: int = 16) -> dict[str, Path]:
+    """A random Guo evaluator and a random ``nb_code``-code VQ-VAE, each with its normalisation, for ``ds``.
+
+    Returns the paths: ``evaluator_checkpoint``, ``evaluator_meta_dir``, ``vq_checkpoint``, ``vq_meta_dir``.
+    """
+    spec = get_dataset_spec("humanml3d")
+    torch.manual_seed(0)
+    dims = EvaluatorDims(dim_text_hidden=16, dim_motion_hidden=16, dim_movement_enc_hidden=16,
+                         dim_movement_latent=16)  # fmt: skip
+    save_guo_checkpoint(root / "ev" / "finest.tar", *build_networks(dims))
+    mean, std = evaluator_meta(np.load(ds / "Mean.npy"), np.load(ds / "Std.npy"), spec)
+    (root / "ev" / "meta").mkdir()
+    np.save(root / "ev" / "meta" / "mean.npy", mean)
+    np.save(root / "ev" / "meta" / "std.npy", std)
+    vq = MotionVQVAE(
+        spec.feat_dim, VQVAEConfig(nb_code=nb_code, code_dim=8, output_emb_width=8, width=8, depth=1)
+    )
+    vq.quantizer.mark_initialised()
+    vq.save_checkpoint(root / "vq" / "net_last.pth")
+    (root / "vq" / "meta").mkdir()
+    np.save(root / "vq" / "meta" / "mean.npy", np.load(ds / "Mean.npy"))
+    np.save(root / "vq" / "meta" / "std.npy", np.load(ds / "Std.npy"))
+    return {"evaluator_checkpoint": root / "ev" / "finest.tar", "evaluator_meta_dir": root / "ev" / "meta",
+            "vq_checkpoint": root / "vq" / "net_last.pth", "vq_meta_dir": root / "vq" / "meta"}  # fmt: skip
 
 
 def build_base(root: Path, out: Path) -> Path:

@@ -24,6 +24,7 @@ from models.vq_tokenize import TokenizeConfig
 from models.vq_training import VQTrainConfig
 from models.vqvae import VQVAEConfig
 from prepare.build_word_vectors import WordVectorsConfig
+from scripts.baseline_t2m import BaselineT2MConfig
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -41,6 +42,7 @@ STAGES = {
     "sft_stage2": SFTConfig,
     "llm": TinyLLMConfig,
     "grpo": GRPORunConfig,
+    "baseline_t2m": BaselineT2MConfig,
 }
 ALL_STAGE_CONFIGS = [*dict.fromkeys(STAGES.values()), ReconstructConfig]
 
@@ -93,6 +95,7 @@ def test_every_stage_extends_the_shared_base_with_one_name_per_idea():
     vq_users = [c.__name__ for c in ALL_STAGE_CONFIGS if any("vq" in f.name and "checkpoint" in f.name
                                                                for f in dataclasses.fields(c))]  # fmt: skip
     assert sorted(vq_users) == [
+        "BaselineT2MConfig",
         "EvalConfig",
         "GRPORunConfig",
         "LLMEvalConfig",

@@ -49,12 +49,10 @@ from eval.tasks import (
     stage0_prompt,
     task_rounds,
 )
-from models.evaluator import EvaluatorDims, build_networks, load_guo_evaluator, save_guo_checkpoint
-from models.evaluator_training import evaluator_meta
+from models.evaluator import load_guo_evaluator
 from models.motion_llm import VQIdentity, load_motion_llm, save_motion_llm
-from models.vqvae import MotionVQVAE, VQVAEConfig
 from tests.conftest import write_tiny_dataset, write_tiny_glove
-from tests.llm_fixtures import build_base
+from tests.llm_fixtures import build_base, write_eval_assets
 from tests.test_harness import _clips
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,20 +68,7 @@ def setup(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("eval_llm")
     ds = write_tiny_dataset(root / "ds", clips=_clips())
     glove = write_tiny_glove(root / "glove")
-    torch.manual_seed(0)
-    dims = EvaluatorDims(dim_text_hidden=16, dim_motion_hidden=16, dim_movement_enc_hidden=16,
-                         dim_movement_latent=16)  # fmt: skip
-    save_guo_checkpoint(root / "ev" / "finest.tar", *build_networks(dims))
-    mean, std = evaluator_meta(np.load(ds / "Mean.npy"), np.load(ds / "Std.npy"), SPEC)
-    (root / "ev" / "meta").mkdir()
-    np.save(root / "ev" / "meta" / "mean.npy", mean)
-    np.save(root / "ev" / "meta" / "std.npy", std)
-    vq = MotionVQVAE(263, VQVAEConfig(nb_code=NB_CODE, code_dim=8, output_emb_width=8, width=8, depth=1))
-    vq.quantizer.mark_initialised()
-    vq.save_checkpoint(root / "vq" / "net_last.pth")
-    (root / "vq" / "meta").mkdir()
-    np.save(root / "vq" / "meta" / "mean.npy", np.load(ds / "Mean.npy"))
-    np.save(root / "vq" / "meta" / "std.npy", np.load(ds / "Std.npy"))
+    write_eval_assets(root, ds, nb_code=NB_CODE)
     base = build_base(ds, root / "base")
     loaded = load_motion_llm(base, nb_code=NB_CODE, vq=VQIdentity.of(root / "vq" / "net_last.pth"))
     save_motion_llm(loaded.model, loaded.tokenizer, loaded.meta, root / "llm")
