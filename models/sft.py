@@ -41,6 +41,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -202,6 +203,9 @@ class SFTConfig(RunConfig):
     """Training annotation files (their entries are concatenated)."""
     max_entries_per_file: int = 0
     """Use only the first N entries of each annotation file (0 = all); a quick demo or smoke run."""
+    uncapped_files: tuple[str, ...] = ()
+    """File names (e.g. ``T2M_direct_generation_annots.json``) that ``max_entries_per_file`` leaves
+    whole: the demo keeps every direct-generation entry while it samples the other meta tasks."""
     val_files: tuple[str, ...] = ()
     """Validation annotation files; empty = hold out ``val_fraction`` of the training entries."""
     val_fraction: float = 0.02
@@ -468,13 +472,14 @@ def training_arguments(
     )
 
 
-def cap_per_source(annotations: list, cap: int) -> list:
-    """The first ``cap`` entries of each source file, in the original order."""
+def cap_per_source(annotations: list, cap: int, uncapped: Sequence[str] = ()) -> list:
+    """The first ``cap`` entries of each source file, in the original order; files whose name is in
+    ``uncapped`` are kept whole."""
     counts: dict[str, int] = {}
     kept = []
     for a in annotations:
         counts[a.source] = counts.get(a.source, 0) + 1
-        if counts[a.source] <= cap:
+        if counts[a.source] <= cap or Path(a.source).name in uncapped:
             kept.append(a)
     return kept
 
@@ -489,7 +494,9 @@ def build_datasets(cfg: SFTConfig, tokenizer: Any) -> tuple[SFTDataset, SFTDatas
         crop_augment=cfg.crop_augment,
     )
     if cfg.max_entries_per_file:
-        examples.annotations = cap_per_source(examples.annotations, cfg.max_entries_per_file)
+        examples.annotations = cap_per_source(
+            examples.annotations, cfg.max_entries_per_file, cfg.uncapped_files
+        )
     if cfg.val_files:
         val_set = AnnotationExampleSet(
             list(cfg.val_files), codes, pools, seed=cfg.seed, options=cfg.build_options(),

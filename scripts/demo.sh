@@ -7,8 +7,10 @@
 #                       The motion LLM stages of a profile go to $DEMO_DIR/<profile>/; the data,
 #                       evaluator and VQ-VAE stages are shared by both profiles.
 #   DEMO_DIR=runs/demo  NUM_MOTIONS=3000  SEED=0
-#   THREADS=1     torch threads for the GRU evaluator and the LLM stages (one thread is fastest
+#   THREADS=1     torch threads for the GRU evaluator and per LLM process (one thread is fastest
 #                 for small ops, and far faster than two when another process holds a core)
+#   NPROC=2       processes for the LLM stages (SFT, evaluation, GRPO: torchrun, gloo, one core each;
+#                 the numbers are the same with NPROC=1, which takes about twice as long)
 #   VQ_THREADS=2  torch threads for the convolutional VQ-VAE stages (use 1 on a busy machine)
 #   PROGRESS_INTERVAL_S=30  seconds between progress lines when the output is not a terminal
 set -euo pipefail
@@ -22,6 +24,7 @@ NUM_MOTIONS="${NUM_MOTIONS:-3000}"
 SEED="${SEED:-0}"
 THREADS="${THREADS:-1}"
 VQ_THREADS="${VQ_THREADS:-2}"
+NPROC="${NPROC:-2}"
 DEMO_PROFILE="${DEMO_PROFILE:-quick}"
 DATA="$DEMO_DIR/SynthML"
 VQ="$DEMO_DIR/vq_tiny"
@@ -48,6 +51,14 @@ case "$DEMO_PROFILE" in
     ;;
 esac
 mkdir -p "$DEMO_DIR" "$LLM"
+llm() {  # run a module of the LLM stages on $NPROC processes
+  local module="$1"; shift
+  if [ "$NPROC" -gt 1 ]; then
+    OMP_NUM_THREADS="$THREADS" $PY -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m "$module" "$@"
+  else
+    $PY -m "$module" "$@"
+  fi
+}
 start=$(date +%s)
 stage() { echo; echo "=== [$(($(date +%s) - start))s] $* ==="; }
 
@@ -109,7 +120,7 @@ $PY -m prepare.build_tiny_llm --config configs/tiny/llm.yaml dataset_root="$DATA
 
 SFT=(dataset_root="$DATA" vq_checkpoint="$VQ/net_last.pth" codes_dir="$VQ/codes" num_threads="$THREADS")
 stage "12. SFT stage 0 (T2M + M2T)"
-$PY -m SFT.train_sft --config configs/tiny/sft_stage0.yaml "${SFT[@]}" model_path="$LLM/tiny_llm" \
+llm SFT.train_sft --config configs/tiny/sft_stage0.yaml "${SFT[@]}" model_path="$LLM/tiny_llm" \
   output_dir="$LLM/sft_stage0" "annotation_files=[$A/stage_0_annotations.json,$A/stage-1/M2T_motion_caption_annots.json]" \
   "${SFT0_OPTS[@]}"
 
@@ -119,11 +130,11 @@ for task in T2M_direct_generation T2M_detailed_prompt_generation M2T_motion_capt
   TM2T_assessment_analysis TM2T_refinement_instruction TM2M_direct_refinement TM2M_instructed_motion_refinement; do
   STAGE1_FILES+="${STAGE1_FILES:+,}$A/stage-1/${task}_annots.json"
 done
-$PY -m SFT.train_sft --config configs/tiny/sft_stage1.yaml "${SFT[@]}" model_path="$LLM/sft_stage0/model" \
+llm SFT.train_sft --config configs/tiny/sft_stage1.yaml "${SFT[@]}" model_path="$LLM/sft_stage0/model" \
   output_dir="$LLM/sft_stage1" "annotation_files=[$STAGE1_FILES]" "${SFT1_OPTS[@]}"
 
 stage "14. SFT stage 2 (IRMoGen dialogues)"
-$PY -m SFT.train_sft --config configs/tiny/sft_stage2.yaml "${SFT[@]}" model_path="$LLM/sft_stage1/model" \
+llm SFT.train_sft --config configs/tiny/sft_stage2.yaml "${SFT[@]}" model_path="$LLM/sft_stage1/model" \
   output_dir="$LLM/sft_stage2" "annotation_files=[$A/stage-2/sft_motion_assess_cot_v2.json]" \
   "${SFT2_OPTS[@]}"
 
@@ -131,22 +142,22 @@ EV=(dataset_root="$DATA" glove_dir="$DEMO_DIR/glove" evaluator_checkpoint="$EVAL
     evaluator_meta_dir="$EVALR/meta" num_threads="$THREADS" max_new_tokens=80)
 E="$LLM/eval_llm"
 stage "15. Evaluate stage 0 (direct T2M in its training layout)"
-$PY -m eval.evaluate_llm --config configs/tiny/eval_llm.yaml "${EV[@]}" model="$LLM/sft_stage0/model" \
+llm eval.evaluate_llm --config configs/tiny/eval_llm.yaml "${EV[@]}" model="$LLM/sft_stage0/model" \
   task=t2m_stage0 output_dir="$E/stage0_t2m"
 stage "16. Evaluate stage 1 (direct generation, then up to 5 instructed refinement rounds)"
-$PY -m eval.evaluate_llm --config configs/tiny/eval_llm.yaml "${EV[@]}" model="$LLM/sft_stage1/model" \
+llm eval.evaluate_llm --config configs/tiny/eval_llm.yaml "${EV[@]}" model="$LLM/sft_stage1/model" \
   task=direct_generation-instructed_refinement output_dir="$E/stage1_refinement"
 stage "17. Evaluate stage 2 (IRMoGen reasoning chain, every motion of the chain)"
-$PY -m eval.evaluate_llm --config configs/tiny/eval_llm.yaml "${EV[@]}" model="$LLM/sft_stage2/model" \
+llm eval.evaluate_llm --config configs/tiny/eval_llm.yaml "${EV[@]}" model="$LLM/sft_stage2/model" \
   task=unified_mogen_cot_v3 max_new_tokens=400 output_dir="$E/stage2_cot"
 
 stage "18. Stage 3: GRPO on TRL from the stage-2 model (tiny: 8 steps)"
-$PY -m RL.train_grpo --config configs/tiny/grpo.yaml dataset_root="$DATA" model_path="$LLM/sft_stage2/model" \
+llm RL.train_grpo --config configs/tiny/grpo.yaml dataset_root="$DATA" model_path="$LLM/sft_stage2/model" \
   output_dir="$LLM/grpo" prompts_file="$A/stage-3/grpo_prompts.jsonl" vq_checkpoint="$VQ/net_last.pth" \
   vq_meta_dir="$VQ/meta" evaluator_checkpoint="$EVALR/finest.tar" evaluator_meta_dir="$EVALR/meta" \
   glove_dir="$DEMO_DIR/glove" num_threads="$THREADS"
 stage "19. Evaluate stage 3"
-$PY -m eval.evaluate_llm --config configs/tiny/eval_llm.yaml "${EV[@]}" model="$LLM/grpo/model" \
+llm eval.evaluate_llm --config configs/tiny/eval_llm.yaml "${EV[@]}" model="$LLM/grpo/model" \
   task=unified_mogen_cot_v3 max_new_tokens=400 output_dir="$E/stage3_cot"
 
 stage "20. One table: a row per stage and round"

@@ -172,6 +172,13 @@ def test_entries_can_be_capped_per_file(setup):
     assert [(Path(a.source).name, a.index) for a in capped] == [
         (Path(f).name, i) for f in setup["files"] for i in range(5)
     ]
+    whole = Path(setup["files"][0]).name
+    partly = cap_per_source(examples.annotations, 5, uncapped=[whole])
+    n_whole = sum(Path(a.source).name == whole for a in examples.annotations)
+    assert n_whole > 5
+    assert [(Path(a.source).name, a.index) for a in partly] == [(whole, i) for i in range(n_whole)] + [
+        (Path(f).name, i) for f in setup["files"][1:] for i in range(5)
+    ]
     cfg = load_config(
         SFTConfig,
         REPO / "configs/tiny/sft_stage0.yaml",
