@@ -70,6 +70,14 @@ class LineProgress(tqdm):
         self.fp.flush()
         return True
 
+    def set_postfix(self, ordered_dict: Any = None, refresh: bool = False, **kwargs: Any) -> None:
+        """As tqdm's, but never writes a line by itself (tqdm's default ``refresh=True`` would)."""
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_description(self, desc: str | None = None, refresh: bool = False) -> None:
+        """As tqdm's, but never writes a line by itself."""
+        super().set_description(desc, refresh=False)
+
     def close(self) -> None:
         if self.disable:
             return

@@ -29,6 +29,21 @@ def test_log_mode_writes_one_final_line_per_finished_bar(log_mode, monkeypatch):
     assert "7/7" in lines[0]
 
 
+def test_log_mode_postfix_and_description_write_no_line(log_mode, monkeypatch):
+    # tqdm's set_postfix/set_description redraw by default: in a log that was a line per call
+    monkeypatch.setenv("PROGRESS_INTERVAL_S", "1000")
+    out = io.StringIO()
+    bar = progress_bar(total=50, desc="train", file=out)
+    for i in range(50):
+        bar.update(1)
+        bar.set_postfix(loss=f"{1.0 / (i + 1):.3f}")
+        bar.set_description(f"train {i}")
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    assert "50/50" in lines[0] and "loss=0.020" in lines[0]
+
+
 def test_log_mode_inner_bars_stay_silent(log_mode, monkeypatch):
     monkeypatch.setenv("PROGRESS_INTERVAL_S", "1000")
     out = io.StringIO()
