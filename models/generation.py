@@ -33,6 +33,14 @@ matmul shapes), i.e. only where two candidates' cumulative probabilities straddl
 number to within rounding error. Greedy outputs are the argmax of the same logits and are equal to
 one-prompt-at-a-time generation up to such near-ties (the tests compare exact ids).
 
+Backends: ``hf`` runs the model's own forward as described above. ``gemma2`` (picked by ``auto``
+for a plain ``Gemma2ForCausalLM`` in eval mode on CPU or CUDA) runs ``models.gemma2_decode``: the
+same computation over preallocated key/value tensors with few operations per step, the leading
+tokens shared by the chunk's fresh prompts encoded once, and finished rows dropped lazily (once a
+quarter of the batch has finished). Same cache layout, same ``RowState`` (states pass between the
+backends), same outputs up to floating-point near-ties; the decoder re-reads the weights when the
+parameters were updated in place (``Gemma2Decoder.is_stale``).
+
 ``refinement_loop`` is the stage-1 protocol of section 8.5 (``direct_generation-
 instructed_refinement``) on top of the generator.
 """
@@ -58,6 +66,7 @@ from data.motion_tokens import (
     render_codes,
 )
 from data.prompts import GC, GEN, NO_REFINEMENT, RI, build_inference_prompt
+from models.gemma2_decode import PREFILL_PIECE, Gemma2Decoder, KVCache, unsupported_reason
 
 logger = logging.getLogger(__name__)
 
@@ -271,6 +280,7 @@ class _Row:
     reused: int = 0
     n_fed: int = 0  # real tokens whose keys/values are in the batch cache
     result: Generation | None = None
+    shared: bool = False  # ``state`` is the chunk's shared prompt prefix, not the row's own
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -281,16 +291,75 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def _next_tokens(
+    logits: torch.Tensor,
+    config: DecodeConfig,
+    step: int,
+    stop: torch.Tensor,
+    hook: LogitsHook | None,
+    active: Sequence[_Row],
+    generators: Sequence[torch.Generator] | None,
+) -> torch.Tensor:
+    """The ``(B,)`` next tokens of the running rows from their ``(B, V)`` float32 logits."""
+    if step < config.min_new_tokens and len(config.stop_ids):
+        logits[:, stop] = float("-inf")
+    if hook is not None:
+        logits = hook([r.prompt for r in active], [r.completion for r in active], logits)
+    if config.do_sample:
+        probs = warp_logits(logits, config).softmax(dim=-1)
+        assert generators is not None
+        return torch.cat([torch.multinomial(probs[b], 1, generator=g) for b, g in enumerate(generators)])
+    return logits.argmax(dim=-1)
+
+
+Backend = Literal["auto", "hf", "gemma2"]
+BACKENDS: tuple[str, ...] = ("auto", "hf", "gemma2")
+COMPACT_FRACTION = 0.25
+"""The gemma2 backend drops finished rows from the batch once this fraction of its rows finished."""
+
+
 class BatchedGenerator:
     """Batched KV-cache generation for a Hugging Face causal LM (see the module docstring).
 
     Args:
         model: a causal LM whose forward takes ``input_ids``, ``attention_mask``, ``position_ids``,
             a cache (``cache=`` or ``past_key_values=``) and returns ``.logits``; put it in eval mode.
+        backend: ``hf`` runs the model's own forward with a ``DynamicCache``; ``gemma2`` runs
+            ``models.gemma2_decode.Gemma2Decoder`` (a plain ``Gemma2ForCausalLM`` in eval mode on
+            CPU or CUDA; several times faster for small models); ``auto`` (default) picks
+            ``gemma2`` when the model qualifies at each ``generate`` call and ``hf`` otherwise
+            (PEFT-wrapped or training-mode models, other architectures), logging the reason.
+        prefill_piece: prompt tokens per forward of the ``gemma2`` backend.
+        shared_prefix_min: the ``gemma2`` backend encodes the leading tokens that rows without a
+            reusable state all share (the system prompt and template start) once for the chunk when
+            they are at least this many.
+
+    Raises:
+        ValueError: unknown ``backend``, or ``backend="gemma2"`` for a model it cannot run.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        backend: Backend = "auto",
+        *,
+        prefill_piece: int = PREFILL_PIECE,
+        shared_prefix_min: int = 4,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"BatchedGenerator: backend={backend!r}; use one of {BACKENDS}")
         self.model = model
+        self.backend = backend
+        self.prefill_piece = prefill_piece
+        self.shared_prefix_min = shared_prefix_min
+        self.last_backend: str | None = None
+        """The backend the latest ``generate`` call ran ("hf" or "gemma2")."""
+        self._decoder: Gemma2Decoder | None = None
+        self._fallback_reason: str | None = None
+        if backend == "gemma2":
+            reason = unsupported_reason(model)
+            if reason is not None:
+                raise ValueError(f"BatchedGenerator: backend='gemma2' cannot run this model: {reason}")
         config = model.config
         self.config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
         params = inspect.signature(model.forward).parameters
@@ -305,6 +374,26 @@ class BatchedGenerator:
                     f"{type(model).__name__} is not supported (full or sliding-window attention only)"
                 )
             self.windows.append(layer.sliding_window if layer.is_sliding else None)
+
+    def _pick_backend(self) -> str:
+        """``hf`` or ``gemma2`` for this call (re-reading the decoder's weights when they changed)."""
+        if self.backend == "hf":
+            return "hf"
+        reason = unsupported_reason(self.model)
+        if reason is None:
+            if self._decoder is None:
+                self._decoder = Gemma2Decoder(self.model, prefill_piece=self.prefill_piece)
+            elif self._decoder.is_stale():
+                logger.info("BatchedGenerator: the model's weights changed; the gemma2 decoder re-reads them")
+                self._decoder.refresh()
+            self._fallback_reason = None
+            return "gemma2"
+        if self.backend == "gemma2":
+            raise ValueError(f"BatchedGenerator: backend='gemma2' cannot run this model: {reason}")
+        if reason != self._fallback_reason:
+            logger.info("BatchedGenerator: generating through transformers (backend hf): %s", reason)
+            self._fallback_reason = reason
+        return "hf"
 
     @property
     def device(self) -> torch.device:
@@ -373,9 +462,12 @@ class BatchedGenerator:
                 len(too_long[0].prompt),
             )
         todo = sorted((r for r in rows if r.result is None), key=lambda r: -len(r.prompt))
+        backend = self._pick_backend() if todo else self.last_backend
+        self.last_backend = backend
+        run = self._run_chunk_gemma2 if backend == "gemma2" else self._run_chunk
         with torch.inference_mode():
             for start in range(0, len(todo), batch_size):
-                self._run_chunk(todo[start : start + batch_size], config, keep_state, logits_hook)
+                run(todo[start : start + batch_size], config, keep_state, logits_hook)
         return [r.result for r in rows]  # type: ignore[misc]
 
     # ---- internals ------------------------------------------------------------------------------
@@ -478,18 +570,7 @@ class BatchedGenerator:
         active = list(rows)
         step = 0
         while True:
-            if step < config.min_new_tokens and len(config.stop_ids):
-                logits[:, stop] = float("-inf")
-            if hook is not None:
-                logits = hook([r.prompt for r in active], [r.completion for r in active], logits)
-            if config.do_sample:
-                probs = warp_logits(logits, config).softmax(dim=-1)
-                assert generators is not None
-                chosen = torch.cat(
-                    [torch.multinomial(probs[b], 1, generator=g) for b, g in enumerate(generators)]
-                )
-            else:
-                chosen = logits.argmax(dim=-1)
+            chosen = _next_tokens(logits, config, step, stop, hook, active, generators)
             is_stop = torch.isin(chosen, stop)
             chosen_list, stop_list = chosen.tolist(), is_stop.tolist()
             keep: list[int] = []
@@ -520,6 +601,146 @@ class BatchedGenerator:
             next_pos = next_pos + 1
             for r in active:
                 r.n_fed += 1
+
+    # ---- the gemma2 backend ---------------------------------------------------------------------
+
+    def _share_prefix(self, rows: list[_Row]) -> None:
+        """Encode the leading tokens shared by the rows without a usable state once (batch 1).
+
+        Those rows get the prefix as their ``state`` (flagged ``shared``), so the chunk's reuse
+        planning copies its keys/values into every row instead of encoding them per row.
+        """
+        fresh = [r for r in rows if r.state is None or not self._complete(r.state)]
+        if len(fresh) < 2:
+            return
+        first = fresh[0].prompt
+        p = min(len(r.prompt) for r in fresh) - 1  # at least one token of each row is fed
+        for r in fresh[1:]:
+            p = _common_prefix(first[:p], r.prompt[:p])
+        if p < max(1, self.shared_prefix_min):
+            return
+        decoder = self._decoder
+        assert decoder is not None
+        cache = decoder.new_cache(1, p)
+        ids = torch.tensor([first[:p]], device=decoder.device)
+        decoder.prefill(cache, ids, None, torch.arange(p, device=decoder.device)[None], logits=False)
+        keys, values = cache.row(0)
+        state = RowState(tokens=first[:p], n_cached=p, keys=keys, values=values)
+        for r in fresh:
+            r.state, r.shared = state, True
+
+    def _gemma2_cache(self, rows: list[_Row], width: int, extra: int) -> KVCache:
+        """The decoder's cache with ``width`` slots filled: pads, then each row's reused tokens."""
+        decoder = self._decoder
+        assert decoder is not None
+        cache = decoder.new_cache(len(rows), width + extra)
+        for layer in range(len(cache.keys)):
+            cache.keys[layer][:, :, :width].zero_()  # pads must hold finite numbers
+            cache.values[layer][:, :, :width].zero_()
+            for b, r in enumerate(rows):
+                if r.reused > 0:
+                    st = r.state
+                    assert st is not None
+                    cache.keys[layer][b, :, width - r.reused : width] = st.keys[layer][:, : r.reused]
+                    cache.values[layer][b, :, width - r.reused : width] = st.values[layer][:, : r.reused]
+        for b, r in enumerate(rows):
+            cache.valid[b, width - r.reused : width] = True
+        cache.length = width
+        cache.dense = all(r.reused == width for r in rows)
+        return cache
+
+    def _run_chunk_gemma2(
+        self, rows: list[_Row], config: DecodeConfig, keep_state: bool, hook: LogitsHook | None
+    ) -> None:
+        """``_run_chunk`` on ``Gemma2Decoder``; finished rows leave the batch lazily.
+
+        A finished row stays in the batch (fed a pad, its logits ignored) until at least
+        ``COMPACT_FRACTION`` of the batch has finished; then the cache is compacted at once, which
+        costs one copy of the cache instead of one per finishing step.
+        """
+        decoder = self._decoder
+        assert decoder is not None
+        device = decoder.device
+        decoder.ensure_positions(max(len(r.prompt) + r.budget for r in rows))
+        self._share_prefix(rows)
+        m = self._plan_reuse(rows)
+        width = max(r.reused for r in rows)
+        cache = self._gemma2_cache(rows, width, m + min(max(r.budget for r in rows), 64))
+        ids = torch.full((len(rows), m), config.pad_id, dtype=torch.long)
+        valid = torch.zeros((len(rows), m), dtype=torch.bool)
+        pos = torch.zeros((len(rows), m), dtype=torch.long)
+        for b, r in enumerate(rows):
+            feed = r.prompt[r.reused :]
+            ids[b, m - len(feed) :] = torch.tensor(feed)
+            valid[b, m - len(feed) :] = True
+            pos[b, m - len(feed) :] = torch.arange(r.reused, len(r.prompt))
+            r.n_fed = len(r.prompt)
+        logits = decoder.prefill(cache, ids.to(device), valid.to(device), pos.to(device))
+        assert logits is not None
+        next_pos = pos[:, -1].to(device) + 1
+
+        generators = None
+        if config.do_sample:
+            generators = {r.index: torch.Generator(device=device).manual_seed(r.seed) for r in rows}
+        stop = torch.tensor(config.stop_ids, dtype=torch.long, device=device)
+        batch: list[_Row | None] = list(rows)  # None: finished, awaiting compaction
+        live = list(range(len(rows)))  # batch slots of the running rows
+        live_index: torch.Tensor | None = None  # None: every slot runs
+        step = 0
+        while True:
+            active = [batch[b] for b in live]
+            view = logits if live_index is None else logits.index_select(0, live_index)
+            gens = None if generators is None else [generators[r.index] for r in active]  # type: ignore[union-attr]
+            chosen = _next_tokens(view, config, step, stop, hook, active, gens)  # type: ignore[arg-type]
+            chosen_list = chosen.tolist()
+            stop_list = torch.isin(chosen, stop).tolist()
+            still = []
+            for j, b in enumerate(live):
+                r = batch[b]
+                assert r is not None
+                r.completion.append(chosen_list[j])
+                if stop_list[j] or len(r.completion) >= r.budget:
+                    state = None
+                    if keep_state:
+                        # pads come first: the row's tokens fill the last n_fed slots
+                        keys, values = cache.tail(b, r.n_fed)
+                        tokens = r.prompt + r.completion
+                        assert r.n_fed == len(tokens) - 1 == keys[0].shape[1]
+                        state = RowState(tokens=tokens, n_cached=r.n_fed, keys=keys, values=values)
+                    r.result = Generation(
+                        tokens=r.completion,
+                        finish="stop" if stop_list[j] else "length",
+                        prompt_len=len(r.prompt),
+                        reused=0 if r.shared else r.reused,
+                        state=state,
+                    )
+                    batch[b] = None
+                else:
+                    still.append(j)
+            step += 1
+            if not still:
+                break
+            if len(still) < len(live):
+                chosen = chosen[torch.tensor(still, device=device)]
+                live = [live[j] for j in still]
+                if len(batch) - len(live) >= COMPACT_FRACTION * len(batch):
+                    keep = torch.tensor(live, device=device)
+                    cache.select(keep)
+                    next_pos = next_pos.index_select(0, keep)
+                    batch = [batch[b] for b in live]
+                    live = list(range(len(batch)))
+                    live_index = None
+                else:
+                    live_index = torch.tensor(live, device=device)
+            if live_index is None:
+                feed = chosen
+            else:
+                feed = torch.full((len(batch),), config.pad_id, dtype=torch.long, device=device)
+                feed[live_index] = chosen
+            logits = decoder.step(cache, feed, next_pos)
+            next_pos = next_pos + 1
+            for b in live:
+                batch[b].n_fed += 1  # type: ignore[union-attr]
 
 
 # --------------------------------------------------------------------------------------------------

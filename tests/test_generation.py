@@ -6,6 +6,7 @@ window of 8 tokens on their sliding layers, so the window binds on these short p
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 
@@ -14,6 +15,7 @@ import torch
 
 from data.motion_tokens import ParseStatsTable, render_codes
 from data.prompts import NO_REFINEMENT
+from models.gemma2_decode import Gemma2Decoder
 from models.generation import (
     BatchedGenerator,
     DecodeConfig,
@@ -296,3 +298,132 @@ def test_bench_workloads_match_the_published_loop():
         assert ours["outputs"] == ref["outputs"]
         assert ref["refinements"] == (12 if workload == "fixed" else ref["refinements"])
     assert 0 < ref["stopped"] < 6 and len({len(o["motions"][-1]) for o in ref["outputs"]}) > 2
+
+
+# --------------------------------------------------------------------------------------------------
+# The gemma2 backend (models.gemma2_decode)
+
+
+@pytest.fixture(scope="module", params=[(None, WINDOW), (None, 4096), (50.0, WINDOW), (50.0, 4096)],
+                ids=["nocap-window", "nocap-full", "cap50-window", "cap50-full"])  # fmt: skip
+def capped_model(request, tok):
+    softcap, window = request.param
+    return tiny_model(len(tok), seed=4, sliding_window=window, attn_softcap=softcap)
+
+
+def _prefill_batches(monkeypatch) -> list[tuple[int, int]]:
+    """Record the ``(batch, tokens)`` shape of every ``Gemma2Decoder.prefill`` call."""
+    calls: list[tuple[int, int]] = []
+    original = Gemma2Decoder.prefill
+
+    def spy(self, cache, ids, *args, **kwargs):
+        calls.append(tuple(ids.shape))
+        return original(self, cache, ids, *args, **kwargs)
+
+    monkeypatch.setattr(Gemma2Decoder, "prefill", spy)
+    return calls
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["distinct", "shared-prefix"])
+def test_gemma2_backend_equals_hf_generate(capped_model, shared, monkeypatch):
+    # left padding (several prompt lengths), prompts longer than the window, prefill in pieces
+    prompts = random_prompts(6, seed=8, lo=2, hi=26)
+    if shared:
+        prompts = [[2, 40, 41, 42, 43, 44, 45] + p[1:] for p in prompts]
+    calls = _prefill_batches(monkeypatch)
+    gen = BatchedGenerator(capped_model, backend="gemma2", prefill_piece=5)
+    out = gen.generate(prompts, DecodeConfig(max_new_tokens=12, stop_ids=()))
+    assert gen.last_backend == "gemma2"
+    assert [g.tokens for g in out] == [hf_greedy(capped_model, p, 12) for p in prompts]
+    assert (calls[0] == (1, 7)) is shared  # the shared prefix is encoded once, alone
+    assert all(g.reused == 0 for g in out)
+
+
+def test_gemma2_backend_compaction_keeps_outputs(capped_model):
+    # rows finish at many different steps: finished rows leave the batch lazily (compaction)
+    prompts = random_prompts(12, seed=9)
+    free = BatchedGenerator(capped_model, backend="hf").generate(
+        prompts, DecodeConfig(max_new_tokens=16, stop_ids=())
+    )
+    counts: dict[int, set[int]] = {}
+    for g in free:
+        for i, t in enumerate(g.tokens):
+            counts.setdefault(t, set()).add(i)
+    stops = tuple(sorted(counts, key=lambda t: -len(counts[t]))[:3])
+    cfg = DecodeConfig(max_new_tokens=16, stop_ids=stops)
+    hf = BatchedGenerator(capped_model, backend="hf").generate(prompts, cfg, keep_state=True)
+    ours = BatchedGenerator(capped_model, backend="gemma2").generate(prompts, cfg, keep_state=True)
+    assert [g.tokens for g in ours] == [g.tokens for g in hf]
+    assert [g.finish for g in ours] == [g.finish for g in hf]
+    assert len({len(g.tokens) for g in ours}) >= 4
+    for a, b in zip(ours, hf, strict=True):
+        assert a.state.tokens == b.state.tokens and a.state.n_cached == b.state.n_cached
+        for ka, kb in zip(a.state.keys, b.state.keys, strict=True):
+            assert torch.allclose(ka, kb, atol=1e-4)
+    # the states of either backend serve the next round of the other
+    turns = [g.state.tokens + [7, 8, 9] for g in ours]
+    again = BatchedGenerator(capped_model, backend="gemma2").generate(
+        turns, DecodeConfig(max_new_tokens=6, stop_ids=()), states=[g.state for g in hf]
+    )
+    assert [g.tokens for g in again] == [hf_greedy(capped_model, p, 6) for p in turns]
+    assert all(g.reused > 0 for g in again)
+
+
+def test_gemma2_decoder_refresh_after_weight_change(tok):
+    model = tiny_model(len(tok), seed=5, sliding_window=WINDOW, attn_softcap=None)
+    prompts = random_prompts(4, seed=10)
+    cfg = DecodeConfig(max_new_tokens=10, stop_ids=())
+    gen = BatchedGenerator(model, backend="gemma2")
+    before = [g.tokens for g in gen.generate(prompts, cfg)]
+    decoder = gen._decoder
+    # an in-place update (what an optimizer step does) is noticed through the version counters
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3 * p.std())
+    assert decoder.is_stale()
+    after = [g.tokens for g in gen.generate(prompts, cfg)]
+    assert after != before
+    assert after == [hf_greedy(model, p, 10) for p in prompts]
+    # a write through .data is not: refresh() re-reads, and equals a fresh decoder
+    for p in model.parameters():
+        p.data.mul_(1.2)
+    assert not decoder.is_stale()
+    decoder.refresh()
+    fresh = BatchedGenerator(model, backend="gemma2").generate(prompts, cfg)
+    assert [g.tokens for g in gen.generate(prompts, cfg)] == [g.tokens for g in fresh]
+    assert [g.tokens for g in fresh] == [hf_greedy(model, p, 10) for p in prompts]
+
+
+def test_auto_backend_falls_back_to_hf(tok, caplog):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    model = tiny_model(len(tok), seed=6)
+    prompts = random_prompts(3, seed=11)
+    cfg = DecodeConfig(max_new_tokens=6, stop_ids=())
+    gen = BatchedGenerator(model)
+    want = [g.tokens for g in gen.generate(prompts, cfg)]
+    assert gen.last_backend == "gemma2"
+    with caplog.at_level(logging.INFO, logger="models.generation"):
+        model.train()
+        assert [g.tokens for g in gen.generate(prompts, cfg)] == want
+        assert gen.last_backend == "hf"
+        model.eval()
+        gen.generate(prompts, cfg)
+        assert gen.last_backend == "gemma2"
+        peft = get_peft_model(
+            copy.deepcopy(model), LoraConfig(r=2, target_modules=["q_proj", "v_proj"])
+        ).eval()
+        peft_gen = BatchedGenerator(peft)
+        assert [g.tokens for g in peft_gen.generate(prompts, cfg)] == want  # LoRA B starts at zero
+        assert peft_gen.last_backend == "hf"
+        inner = BatchedGenerator(peft.base_model.model)  # adapters injected in a Gemma2ForCausalLM
+        inner.generate(prompts, cfg)
+        assert inner.last_backend == "hf"
+    assert "training mode" in caplog.text and "not a plain Gemma2ForCausalLM" in caplog.text
+    assert "not a plain nn.Linear" in caplog.text
+    with pytest.raises(ValueError, match="cannot run this model"):
+        BatchedGenerator(peft, backend="gemma2")
+    with pytest.raises(ValueError, match="backend"):
+        BatchedGenerator(model, backend="fast")

@@ -72,8 +72,12 @@ def tiny_model(
     hidden: int = 64,
     layers: int = 2,
     sliding_window: int = 4096,
+    attn_softcap: float | None = 50.0,
 ) -> Gemma2ForCausalLM:
-    """Random-weight Gemma-2 (eager, float32, eval mode); layer 0 is a sliding-window layer."""
+    """Random-weight Gemma-2 (eager, float32, eval mode); layer 0 is a sliding-window layer.
+
+    ``attn_softcap`` is the attention logit soft-cap (gemma-2's 50.0; the tiny demo models: None).
+    """
     config = Gemma2Config(
         vocab_size=vocab_size,
         hidden_size=hidden,
@@ -84,6 +88,7 @@ def tiny_model(
         head_dim=hidden // 4,
         query_pre_attn_scalar=hidden // 4,
         sliding_window=sliding_window,
+        attn_logit_softcapping=attn_softcap,
         max_position_embeddings=4096,
         pad_token_id=0,
         eos_token_id=[1, 4],
