@@ -39,9 +39,9 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -490,7 +490,11 @@ def build_datasets(cfg: SFTConfig, tokenizer: Any) -> tuple[SFTDataset, SFTDatas
     resolver = MotionResolver([cfg.dataset_root, *cfg.extra_roots], dataset=cfg.dataset)
     codes = CodesDirSource(cfg.codes_dir, resolver, nb_code=cfg.nb_code, vq_checkpoint=cfg.vq_checkpoint)
     examples = AnnotationExampleSet(
-        list(cfg.annotation_files), codes, pools, seed=cfg.seed, options=cfg.build_options(),
+        list(cfg.annotation_files),
+        codes,
+        pools,
+        seed=cfg.seed,
+        options=cfg.build_options(),
         crop_augment=cfg.crop_augment,
     )
     if cfg.max_entries_per_file:
@@ -499,7 +503,11 @@ def build_datasets(cfg: SFTConfig, tokenizer: Any) -> tuple[SFTDataset, SFTDatas
         )
     if cfg.val_files:
         val_set = AnnotationExampleSet(
-            list(cfg.val_files), codes, pools, seed=cfg.seed, options=cfg.build_options(),
+            list(cfg.val_files),
+            codes,
+            pools,
+            seed=cfg.seed,
+            options=cfg.build_options(),
             crop_augment=cfg.crop_augment,
         )
         train = SFTDataset(examples, tokenizer, max_length=cfg.max_length)

@@ -35,12 +35,16 @@ LLM="$DEMO_DIR/$DEMO_PROFILE"   # this profile's tiny base, SFT stages (and late
 case "$DEMO_PROFILE" in
   quick)
     LLM_OPTS=()
-    SFT0_OPTS=()
-    SFT1_OPTS=(max_entries_per_file=400)
-    SFT2_OPTS=(max_entries_per_file=160)
+    # stage 0 on the two caption -> codes files (no M2T: stage 1 teaches captioning), a high rate
+    SFT0_FILES="$A/stage_0_annotations.json,$A/stage-1/T2M_direct_generation_annots.json"
+    SFT0_OPTS=(training.learning_rate=3.0e-3 training.epochs=10)
+    # 400 entries of each meta task, every direct-generation entry (keeps the stage-0 skill)
+    SFT1_OPTS=(max_entries_per_file=400 "uncapped_files=[T2M_direct_generation_annots.json]")
+    SFT2_OPTS=(max_entries_per_file=400 training.learning_rate=1.5e-3)
     ;;
   full)
     LLM_OPTS=(hidden_size=256 intermediate_size=1024 head_dim=64)
+    SFT0_FILES="$A/stage_0_annotations.json,$A/stage-1/M2T_motion_caption_annots.json"
     SFT0_OPTS=(training.epochs=20)
     SFT1_OPTS=(max_entries_per_file=0 training.epochs=3)
     SFT2_OPTS=(max_entries_per_file=0 training.epochs=2)
@@ -119,9 +123,9 @@ $PY -m prepare.build_tiny_llm --config configs/tiny/llm.yaml dataset_root="$DATA
   output_dir="$LLM/tiny_llm" num_threads="$THREADS" "${LLM_OPTS[@]}"
 
 SFT=(dataset_root="$DATA" vq_checkpoint="$VQ/net_last.pth" codes_dir="$VQ/codes" num_threads="$THREADS")
-stage "12. SFT stage 0 (T2M + M2T)"
+stage "12. SFT stage 0 (caption -> motion; the full profile adds M2T)"
 llm SFT.train_sft --config configs/tiny/sft_stage0.yaml "${SFT[@]}" model_path="$LLM/tiny_llm" \
-  output_dir="$LLM/sft_stage0" "annotation_files=[$A/stage_0_annotations.json,$A/stage-1/M2T_motion_caption_annots.json]" \
+  output_dir="$LLM/sft_stage0" "annotation_files=[$SFT0_FILES]" \
   "${SFT0_OPTS[@]}"
 
 stage "13. SFT stage 1 (eight meta tasks)"
@@ -155,7 +159,7 @@ stage "18. Stage 3: GRPO on TRL from the stage-2 model (tiny: 8 steps)"
 llm RL.train_grpo --config configs/tiny/grpo.yaml dataset_root="$DATA" model_path="$LLM/sft_stage2/model" \
   output_dir="$LLM/grpo" prompts_file="$A/stage-3/grpo_prompts.jsonl" vq_checkpoint="$VQ/net_last.pth" \
   vq_meta_dir="$VQ/meta" evaluator_checkpoint="$EVALR/finest.tar" evaluator_meta_dir="$EVALR/meta" \
-  glove_dir="$DEMO_DIR/glove" num_threads="$THREADS"
+  glove_dir="$DEMO_DIR/glove" num_threads="$THREADS" training.per_device_batch_size=$((8 / NPROC))
 stage "19. Evaluate stage 3"
 llm eval.evaluate_llm --config configs/tiny/eval_llm.yaml "${EV[@]}" model="$LLM/grpo/model" \
   task=unified_mogen_cot_v3 max_new_tokens=400 output_dir="$E/stage3_cot"
