@@ -155,6 +155,9 @@ class TrainingSection:
     """DDP's unused-parameter search (the reference turned it on; nothing is unused in full tuning)."""
     pad_to_multiple_of: int = 1
     """Round padded batch lengths up to this (8 helps GPU kernels; 1 on CPU)."""
+    group_by_length: bool = False
+    """Batches of similar length (``LengthGroupedSampler``: shuffled megabatches of 50 batches, each sorted
+    by length), so less padding is computed; the lengths are read once from the first epoch's examples."""
 
     def __post_init__(self) -> None:
         for name in ("global_batch_size", "per_device_batch_size", "eval_batch_size", "logging_steps",
@@ -466,6 +469,7 @@ def training_arguments(
         eval_steps=t.eval_steps if eval_strategy == "steps" else None,
         ddp_find_unused_parameters=t.ddp_find_unused_parameters,
         include_num_input_tokens_seen="non_padding",
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         remove_unused_columns=False,
         prediction_loss_only=True,
         **trainer_arguments_common(t, cfg.seed, device, cfg.progress),

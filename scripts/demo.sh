@@ -41,6 +41,7 @@ case "$DEMO_PROFILE" in
     # 400 entries of each meta task, every direct-generation entry (keeps the stage-0 skill)
     SFT1_OPTS=(max_entries_per_file=400 "uncapped_files=[T2M_direct_generation_annots.json]")
     SFT2_OPTS=(max_entries_per_file=400 training.learning_rate=1.5e-3)
+    GRPO_OPTS=(max_prompts=32)  # 16 steps of 2 prompts x 4 completions
     ;;
   full)
     LLM_OPTS=(hidden_size=256 intermediate_size=1024 head_dim=64)
@@ -48,6 +49,7 @@ case "$DEMO_PROFILE" in
     SFT0_OPTS=(training.epochs=20)
     SFT1_OPTS=(max_entries_per_file=0 training.epochs=3)
     SFT2_OPTS=(max_entries_per_file=0 training.epochs=2)
+    GRPO_OPTS=(max_prompts=256)
     ;;
   *)
     echo "DEMO_PROFILE=$DEMO_PROFILE: use quick (default) or full" >&2
@@ -155,18 +157,24 @@ stage "17. Evaluate stage 2 (IRMoGen reasoning chain, every motion of the chain)
 llm eval.evaluate_llm --config configs/tiny/eval_llm.yaml "${EV[@]}" model="$LLM/sft_stage2/model" \
   task=unified_mogen_cot_v3 max_new_tokens=400 output_dir="$E/stage2_cot"
 
-stage "18. Stage 3: GRPO on TRL from the stage-2 model (tiny: 8 steps)"
+stage "18. Stage 3: GRPO on TRL from the stage-2 model"
 llm RL.train_grpo --config configs/tiny/grpo.yaml dataset_root="$DATA" model_path="$LLM/sft_stage2/model" \
   output_dir="$LLM/grpo" prompts_file="$A/stage-3/grpo_prompts.jsonl" vq_checkpoint="$VQ/net_last.pth" \
   vq_meta_dir="$VQ/meta" evaluator_checkpoint="$EVALR/finest.tar" evaluator_meta_dir="$EVALR/meta" \
-  glove_dir="$DEMO_DIR/glove" num_threads="$THREADS" training.per_device_batch_size=$((8 / NPROC))
+  glove_dir="$DEMO_DIR/glove" num_threads="$THREADS" training.per_device_batch_size=$((8 / NPROC)) \
+  "${GRPO_OPTS[@]}"
 stage "19. Evaluate stage 3"
 llm eval.evaluate_llm --config configs/tiny/eval_llm.yaml "${EV[@]}" model="$LLM/grpo/model" \
   task=unified_mogen_cot_v3 max_new_tokens=400 output_dir="$E/stage3_cot"
 
-stage "20. One table: a row per stage and round"
-$PY -m eval.compare "$E/stage0_t2m" "$E/stage1_refinement" "$E/stage2_cot" "$E/stage3_cot" \
-  --labels "stage 0" "stage 1" "stage 2" "stage 3" --out "$E/table.md"
-cat "$E/table.md"
+stage "20. One table: a row per stage and round, beside Real motion and the VQ-VAE (same 3 replications)"
+$PY -m eval.evaluate --config configs/tiny/eval.yaml dataset_root="$DATA" \
+  glove_dir="$DEMO_DIR/glove" evaluator_checkpoint="$EVALR/finest.tar" \
+  evaluator_meta_dir="$EVALR/meta" vq_checkpoint="$VQ/net_last.pth" vq_meta_dir="$VQ/meta" \
+  output_dir="$E/data" seed="$SEED" num_threads="$THREADS" replications=3 > "$E/data.log" 2>&1 \
+  || { cat "$E/data.log"; exit 1; }  # its own table would be a second one: kept in data.log
+# eval.compare prints the table and writes it to table.md
+$PY -m eval.compare "$E/data" "$E/stage0_t2m" "$E/stage1_refinement" "$E/stage2_cot" "$E/stage3_cot" \
+  --labels data "stage 0" "stage 1" "stage 2" "stage 3" --out "$E/table.md"
 
 stage "done in $(($(date +%s) - start))s; outputs under $DEMO_DIR"
