@@ -145,7 +145,7 @@ llm SFT.train_sft --config configs/tiny/sft_stage2.yaml "${SFT[@]}" model_path="
   "${SFT2_OPTS[@]}"
 
 EV=(dataset_root="$DATA" glove_dir="$DEMO_DIR/glove" evaluator_checkpoint="$EVALR/finest.tar"
-    evaluator_meta_dir="$EVALR/meta" num_threads="$THREADS" max_new_tokens=80)
+    evaluator_meta_dir="$EVALR/meta" num_threads="$THREADS" max_new_tokens=80 render_samples=2)
 E="$LLM/eval_llm"
 stage "15. Evaluate stage 0 (direct T2M in its training layout)"
 llm eval.evaluate_llm --config configs/tiny/eval_llm.yaml "${EV[@]}" model="$LLM/sft_stage0/model" \
