@@ -22,6 +22,7 @@ BENCHES=(
   "bench_vqvae|2|--threads 2 --rounds 1 --compare"
   "bench_sft|1|--threads 1 --widths 128 256 --rounds 1 --steps 2"
   "bench_generation|1|prompts=16 rounds=2 sides=ours,hf_batched"
+  "bench_rewards|1|--config configs/tiny/grpo.yaml"  # needs the demo's assets (runs/demo)
 )
 
 status=0

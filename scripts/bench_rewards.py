@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"strict_format                            : {result['strict_format_per_s_median']:8.0f} completions/s"
     )
+    print(f"RATIO rewards_batched_group_vs_single {result['speedup_median']:.3f}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return result

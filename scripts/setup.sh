@@ -11,9 +11,14 @@ if [[ -x .venv/bin/python && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; the
   exit 0
 fi
 [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
+pip_install() {
+  # a machine's pip config may name local package folders that do not exist: pip warns once per
+  # package about each; keep every other message
+  .venv/bin/python -m pip install --quiet "$@" 2> >(grep -v "^WARNING: Location 'file://.*is ignored" >&2)
+}
+pip_install --upgrade pip
 # torch first and exactly: an unpinned torch pulls a multi-GB CUDA build.
-.venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -r requirements.txt
+pip_install "torch==2.13.0"
+pip_install -r requirements.txt
 echo "$want" > "$STAMP"
 echo "setup: .venv ready"
