@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     ) as run:  # fmt: skip
         if run.finished and run.has(SUMMARY):
             logger.info("%s holds this stage, finished; keeping it (resume=false retrains)", run.root)
-            return json.loads(run.path(SUMMARY).read_text())
+            return json.loads((run.root / SUMMARY).read_text())  # read only: path() would begin a new attempt
         return run_sft(cfg, run)
 
 

@@ -217,8 +217,11 @@ def test_real_rewards_write_a_motion_llm_that_loads_and_generates(assets, tmp_pa
         [prompt], DecodeConfig(max_new_tokens=8, stop_ids=(1,))
     )
     assert len(gen[0].tokens) >= 1
-    # rerunning the finished command keeps it
+    # rerunning the finished command keeps it, untouched
+    info = (out / "run_info.json").read_bytes()
     assert train_grpo.main(_args(assets, out, "max_prompts=6"))["global_step"] == 3
+    assert (out / "run_info.json").read_bytes() == info
+    assert json.loads((out / "run.json").read_text())["status"] == "done"
 
 
 def test_resume_continues_the_run(assets, tmp_path):

@@ -37,6 +37,18 @@ def setup(tmp_path_factory):
     return {"root": root, "files": files, "vq": vq, "base": base}
 
 
+def test_rebuilding_a_finished_base_keeps_its_folder_byte_for_byte(setup):
+    # the next stage fingerprints this folder: a kept build must not rewrite config.yaml, run_info.json
+    # or mark the run anything but done (a rerun of the demo failed at stage 0 when it did)
+    from data.run_folder import path_digest, read_manifest
+
+    before = path_digest(setup["base"])
+    build_base(setup["root"], setup["base"])
+    assert path_digest(setup["base"]) == before
+    manifest = read_manifest(setup["base"])
+    assert manifest["status"] == "done" and len(manifest["attempts"]) == 1
+
+
 def _args(setup, out: Path, *extra: str) -> list[str]:
     r = setup["root"]
     files = ",".join(str(f) for f in setup["files"])
