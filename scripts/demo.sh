@@ -3,7 +3,7 @@
 # Every stage writes under $DEMO_DIR (default runs/demo) and skips work whose outputs already exist,
 # so an interrupted demo resumes where it stopped. Environment knobs:
 #   DEMO_PROFILE=quick  quick: the tiny configs with the overrides below (27.6 min on 2 CPU cores, measured);
-#                       full: a wider tiny LLM, every annotation entry and more epochs (hours on CPU).
+#                       full: a wider tiny LLM (4.4M parameters), more epochs and entries (see the case below).
 #                       The motion LLM stages of a profile go to $DEMO_DIR/<profile>/; the data,
 #                       evaluator and VQ-VAE stages are shared by both profiles.
 #   DEMO_DIR=runs/demo  NUM_MOTIONS=3000  SEED=0
@@ -44,12 +44,13 @@ case "$DEMO_PROFILE" in
     GRPO_OPTS=(max_prompts=32)  # 16 steps of 2 prompts x 4 completions
     ;;
   full)
+    # a 4.4M-parameter model (width 256), the quick profile's recipe with more of every stage
     LLM_OPTS=(hidden_size=256 intermediate_size=1024 head_dim=64)
-    SFT0_FILES="$A/stage_0_annotations.json,$A/stage-1/M2T_motion_caption_annots.json"
-    SFT0_OPTS=(training.epochs=20)
-    SFT1_OPTS=(max_entries_per_file=0 training.epochs=3)
-    SFT2_OPTS=(max_entries_per_file=0 training.epochs=2)
-    GRPO_OPTS=(max_prompts=256)
+    SFT0_FILES="$A/stage_0_annotations.json,$A/stage-1/T2M_direct_generation_annots.json"
+    SFT0_OPTS=(training.learning_rate=2.0e-3 training.epochs=15)
+    SFT1_OPTS=(max_entries_per_file=1200 "uncapped_files=[T2M_direct_generation_annots.json]")
+    SFT2_OPTS=(max_entries_per_file=1200 training.learning_rate=1.0e-3)
+    GRPO_OPTS=(max_prompts=64)  # 32 steps of 2 prompts x 4 completions
     ;;
   *)
     echo "DEMO_PROFILE=$DEMO_PROFILE: use quick (default) or full" >&2
@@ -125,7 +126,7 @@ $PY -m prepare.build_tiny_llm --config configs/tiny/llm.yaml dataset_root="$DATA
   output_dir="$LLM/tiny_llm" num_threads="$THREADS" "${LLM_OPTS[@]}"
 
 SFT=(dataset_root="$DATA" vq_checkpoint="$VQ/net_last.pth" codes_dir="$VQ/codes" num_threads="$THREADS")
-stage "12. SFT stage 0 (caption -> motion; the full profile adds M2T)"
+stage "12. SFT stage 0 (caption -> motion codes)"
 llm SFT.train_sft --config configs/tiny/sft_stage0.yaml "${SFT[@]}" model_path="$LLM/tiny_llm" \
   output_dir="$LLM/sft_stage0" "annotation_files=[$SFT0_FILES]" \
   "${SFT0_OPTS[@]}"
