@@ -15,7 +15,6 @@ Rerunning the same command resumes from the last checkpoint; a finished run is k
 
 from __future__ import annotations
 
-import json
 import logging
 
 from transformers import AutoTokenizer
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     ) as run:  # fmt: skip
         if run.finished and run.has(SUMMARY):
             logger.info("%s holds stage 3, finished; keeping it (resume=false retrains)", run.root)
-            return json.loads((run.root / SUMMARY).read_text())  # read only: path() would begin a new attempt
+            return run.read_json(SUMMARY)
         return run_grpo(cfg, run, rewards)
 
 

@@ -14,7 +14,6 @@ last checkpoint exactly (optimizer, scheduler, RNG and data position); a finishe
 
 from __future__ import annotations
 
-import json
 import logging
 
 from data.config import config_to_dict, parse_cli
@@ -58,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     ) as run:  # fmt: skip
         if run.finished and run.has(SUMMARY):
             logger.info("%s holds this stage, finished; keeping it (resume=false retrains)", run.root)
-            return json.loads((run.root / SUMMARY).read_text())  # read only: path() would begin a new attempt
+            return run.read_json(SUMMARY)
         return run_sft(cfg, run)
 
 

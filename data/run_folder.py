@@ -823,6 +823,20 @@ class RunFolder(OutputFolder):
         target = self._target(rel)
         return entry is not None and target.is_file() and target.stat().st_size == entry["size"]
 
+    def read_json(self, rel: str | Path) -> Any:
+        """The JSON in recorded file ``rel``, read without beginning an attempt (unlike :meth:`path`).
+
+        The way to return a finished run's result: a kept run's folder stays byte for byte as it was.
+
+        Raises:
+            FileNotFoundError: ``rel`` is not recorded in this run or changed size since it was written.
+        """
+        if not self.has(rel):
+            raise FileNotFoundError(
+                f"{self.root}: {rel} is not a recorded file of this run (or changed since)"
+            )
+        return json.loads(self._target(rel).read_text())
+
     def missing_files(self) -> list[str]:
         """Recorded files that are gone or changed size since they were written."""
         return sorted(rel for rel in self.manifest.get("files", {}) if not self.has(rel))

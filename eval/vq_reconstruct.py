@@ -20,7 +20,6 @@ GIFs of ``eval.render``) are left alone.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     ) as run:  # fmt: skip
         if run.finished and run.has(RESULT):
             logger.info("%s: reconstructions already written; keeping them (resume=false to redo)", run.root)
-            return json.loads((run.root / RESULT).read_text())
+            return run.read_json(RESULT)
         results = {}
         fpc = vq.frames_per_code
         for motion_id in ids:

@@ -14,7 +14,6 @@ the text of the annotation files; writes into ``output_dir`` a plain Hugging Fac
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     ) as run:  # fmt: skip
         if run.finished and run.has(SUMMARY):
             logger.info("%s already holds this build; keeping it (force=true rebuilds)", run.root)
-            return json.loads((run.root / SUMMARY).read_text())  # read only: path() would begin a new attempt
+            return run.read_json(SUMMARY)
         # Build beside the folder, then move each file in atomically through the run folder.
         with tempfile.TemporaryDirectory(dir=run.root, prefix=".build-") as tmp:
             summary = build_tiny_llm(cfg, Path(tmp))

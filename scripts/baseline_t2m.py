@@ -25,7 +25,6 @@ loss, data counts) and the evaluation's ``eval_<split>.json``/``.md``, ``samples
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -195,11 +194,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             logger.info(
                 "%s: baseline already trained and evaluated; keeping it (resume=false reruns)", run.root
             )
-            return {"training": json.loads(run.path(SUMMARY).read_text()),
-                    "eval": json.loads(run.path(report).read_text())}  # fmt: skip
+            return {"training": run.read_json(SUMMARY), "eval": run.read_json(report)}
         if run.has(SUMMARY) and run.has(f"{MODEL_DIR}/motion_llm.json"):
             logger.info("%s: model already trained; evaluating it", run.root)
-            summary = json.loads(run.path(SUMMARY).read_text())
+            summary = run.read_json(SUMMARY)
         else:
             summary = train(cfg, run)
         t0 = time.time()

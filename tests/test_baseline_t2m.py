@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from data.layout import DatasetPaths, read_captions, read_split
+from data.run_folder import path_digest, read_manifest
 from data.vq_data import index_code_files
 from eval.compare import main as compare_main
 from eval.llm_runner import load_runner
@@ -115,9 +116,11 @@ def test_baseline_trains_saves_and_is_evaluated_beside_other_runs(setup):
     caption = read_captions(DatasetPaths(setup["ds"]).text_file("000000"))[0].caption
     prefix = runner.tokenizer(caption + " Response:")["input_ids"]
     assert runner.encode_prompts([plain_t2m_prompt(caption)])[0] == [*prefix, runner.vocab.start_id]
-    # A second call keeps the finished run.
+    # A second call keeps the finished run, its folder byte for byte (no new attempt begun).
+    before = path_digest(out)
     again = baseline_main([*setup["args"], f"output_dir={out}", "num_threads=2"])
     assert again["training"] == summary and again["eval"] == js
+    assert path_digest(out) == before and read_manifest(out)["status"] == "done"
 
 
 def test_config_refuses_a_model_and_needs_a_budget():

@@ -206,7 +206,14 @@ def test_new_run_writes_manifest_and_records_files(tmp_path: Path):
     before = tree(out)
     with open_tiny(out, config={**CFG, "max_steps": 7}, inputs={"mean": tmp_path / "mean.bin"}) as run:
         assert run.finished and run.has("a.txt") and run.missing_files() == []
+        assert run.read_json("r.json") == json.loads((out / "r.json").read_bytes())  # no new attempt
+        with pytest.raises(FileNotFoundError, match="not a recorded file"):
+            run.read_json("nope.json")
     assert tree(out) == before
+    # path() is for writers: it begins an attempt, so the folder changes (read_json is the reader's way).
+    with open_tiny(out, config={**CFG, "max_steps": 7}, inputs={"mean": tmp_path / "mean.bin"}) as run:
+        run.path("r.json")
+    assert tree(out) != before
 
 
 def _file(path: Path, data: bytes) -> Path:
