@@ -24,7 +24,6 @@ Generation stages evaluate their models by passing their own ``Method`` to the s
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -68,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             if run.finished and run.has(done):
                 if rank == 0:
                     logger.info("%s: evaluation already finished; keeping it (resume=false to rerun)", out)
-                return json.loads((out / done).read_text()) if rank == 0 else None
+                return run.read_json(done) if rank == 0 else None
             harness = harness_from_config(cfg, device)
             vq = vq_method_from_config(cfg, device)
             report = harness.run([vq] if vq is not None else [])

@@ -29,7 +29,6 @@ config and inputs is returned without rerunning (``resume=false`` reruns).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                     logger.info(
                         "%s: evaluation already finished; keeping it (resume=false to rerun)", run.root
                     )
-                return json.loads((run.root / done).read_text()) if rank == 0 else None
+                return run.read_json(done) if rank == 0 else None
             t0 = time.time()
             runner = load_runner(cfg.model, cfg.dataset, device=device, options=cfg.options(),
                                  vq_checkpoint=cfg.vq_checkpoint, vq_meta_dir=cfg.vq_meta_dir, dtype=cfg.dtype,

@@ -26,7 +26,6 @@ Recipe and loss: ``models/evaluator_training.py``. Load the result with
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         out = run.root
         if run.finished and run.has(RESULT) and run.has(FINEST):
             logger.info("%s: evaluator already trained; keeping it (force=true to retrain)", out)
-            return json.loads((out / RESULT).read_text())
+            return run.read_json(RESULT)
         train_index = load_index(cfg, spec, cfg.train_split)
         val_index = load_index(cfg, spec, cfg.val_split)
         summary = train_evaluator(

@@ -17,7 +17,6 @@ holding another command's files (fix: ``overwrite=true``) or one locked by a run
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         done = f"eval_{cfg.final_eval_split}.json"
         if run.finished and cfg.final_eval_split and run.has(done):
             logger.info("run already finished; keeping %s", out / done)
-            return json.loads((out / done).read_text())
+            return run.read_json(done)
 
         def clips(split: str, min_len: int, max_motions: int):
             tracker = SkipTracker(

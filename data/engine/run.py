@@ -591,7 +591,7 @@ def _finished_summary(run: RunFolder, imp_root: Path) -> EngineSummary | None:
             len(changed), imp_root, changed[0],
         )  # fmt: skip
         return None
-    data = json.loads((run.root / SUMMARY_FILE).read_text())
+    data = run.read_json(SUMMARY_FILE)
     fields = {k: data[k] for k in EngineSummary.__dataclass_fields__ if k in data}
     return EngineSummary(**fields)
 
